@@ -1,0 +1,289 @@
+"""The command line of the BIDS-App, in one place (as fmriprep and xcp_d do it).
+
+Building the parser has no side effects: no network, no TemplateFlow, no file system access.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bids_ketamine_fc import __version__
+
+INFERENCE_CHOICES = ("rft", "permutation", "tfce")
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return number
+
+
+def _probability(value: str) -> float:
+    number = float(value)
+    if not 0 < number < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {value}")
+    return number
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return number
+
+
+def get_parser() -> argparse.ArgumentParser:
+    """Build the argument parser of ``bids_ketamine_fc``.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The parser; ``docs/usage.rst`` renders it with sphinx-argparse.
+    """
+    parser = argparse.ArgumentParser(
+        prog="bids_ketamine_fc",
+        description=(
+            "Seed-to-voxel resting-state functional connectivity from fMRIPrep outputs "
+            "(participant level) and responder vs non-responder group analysis (group level)."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "bids_dir", type=Path, help="the raw BIDS dataset (or an fMRIPrep derivatives dataset)"
+    )
+    parser.add_argument("output_dir", type=Path, help="where the derivatives are written")
+    parser.add_argument("analysis_level", choices=["participant", "group"], help="processing stage")
+    parser.add_argument("--version", action="version", version=f"bids_ketamine_fc {__version__}")
+    _add_selection(parser)
+    _add_denoising(parser)
+    _add_resources(parser)
+    _add_group(parser)
+    return parser
+
+
+def _add_selection(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("Selecting the data")
+    g.add_argument(
+        "--participant-label",
+        "--participant_label",
+        dest="participant_label",
+        nargs="+",
+        default=[],
+        metavar="LABEL",
+        help="participants to process, with or without 'sub-' (default: all)",
+    )
+    g.add_argument(
+        "--session-label",
+        "--session_label",
+        dest="session_label",
+        nargs="+",
+        default=[],
+        metavar="LABEL",
+        help="sessions to process, with or without 'ses-' (default: all)",
+    )
+    g.add_argument(
+        "--task-id", "--task_id", dest="task_id", default="rest", help="task label of the runs"
+    )
+    g.add_argument(
+        "--space",
+        default="MNI152NLin2009cAsym",
+        help="fMRIPrep output space (MNI152NLin2009cAsym or MNI152NLin6Asym); resolution from the files",
+    )
+    g.add_argument(
+        "--fmriprep-dir",
+        "--fmriprep_dir",
+        dest="fmriprep_dir",
+        type=Path,
+        default=None,
+        help="fMRIPrep derivatives (default: BIDS_DIR/derivatives/fmriprep, or BIDS_DIR itself if it is one)",
+    )
+
+
+def _add_denoising(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("Denoising and seeds")
+    g.add_argument(
+        "--seeds",
+        default="study",
+        help="'study' (the nine seeds of the study) or a JSON/YAML file of seeds (spheres, "
+        "TemplateFlow atlas labels or mask files)",
+    )
+    g.add_argument(
+        "--denoise-strategy",
+        "--denoise_strategy",
+        dest="denoise_strategy",
+        default="conn",
+        help="preset (conn, conn-simult, acompcor, 36p) or a YAML/JSON strategy file",
+    )
+    g.add_argument(
+        "--smoothing-fwhm",
+        "--smoothing_fwhm",
+        dest="smoothing_fwhm",
+        type=_positive_float,
+        default=8.0,
+        help="Gaussian smoothing FWHM in mm inside the brain mask (0 disables)",
+    )
+    g.add_argument(
+        "--fd-threshold",
+        "--fd_threshold",
+        dest="fd_threshold",
+        type=_positive_float,
+        default=None,
+        help="framewise displacement (mm) above which a volume is scrubbed (default: the strategy's)",
+    )
+    g.add_argument(
+        "--dummy-scans",
+        "--dummy_scans",
+        dest="dummy_scans",
+        type=int,
+        default=None,
+        help="initial volumes to drop (default: fMRIPrep's non-steady-state outliers)",
+    )
+    g.add_argument(
+        "--min-seed-coverage",
+        dest="min_seed_coverage",
+        type=_probability,
+        default=0.5,
+        help="refuse a seed whose fraction of voxels inside the run's brain mask is below this",
+    )
+    g.add_argument(
+        "--min-volumes",
+        dest="min_volumes",
+        type=_positive_int,
+        default=30,
+        help="exclude a run with fewer volumes left after dropping and scrubbing",
+    )
+
+
+def _add_resources(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("Resources and execution")
+    g.add_argument(
+        "-w",
+        "--work-dir",
+        "--work_dir",
+        dest="work_dir",
+        type=Path,
+        default=None,
+        help="working directory (resumable; default: OUTPUT_DIR/../work)",
+    )
+    g.add_argument(
+        "--nprocs",
+        "--n-cpus",
+        "--nthreads",
+        dest="nprocs",
+        type=_positive_int,
+        default=1,
+        help="number of parallel processes",
+    )
+    g.add_argument(
+        "--omp-nthreads",
+        dest="omp_nthreads",
+        type=_positive_int,
+        default=1,
+        help="threads per process (BLAS)",
+    )
+    g.add_argument(
+        "--mem-gb",
+        "--mem_gb",
+        dest="mem_gb",
+        type=_positive_float,
+        default=None,
+        help="memory limit for the scheduler (GB)",
+    )
+    g.add_argument(
+        "-v",
+        "--verbose",
+        dest="verbosity",
+        action="count",
+        default=0,
+        help="more log output (-v, -vv)",
+    )
+
+
+def _add_group(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("Group level")
+    g.add_argument(
+        "--phenotype",
+        type=Path,
+        default=None,
+        help="phenotype TSV (default: participants.tsv joined with phenotype/*.tsv)",
+    )
+    g.add_argument("--pain-pre", dest="pain_pre", default="nrs_pre", help="column of pain before")
+    g.add_argument("--pain-post", dest="pain_post", default="nrs_post", help="column of pain after")
+    g.add_argument(
+        "--responder-threshold",
+        dest="responder_threshold",
+        type=float,
+        default=0.5,
+        help="responder when (pre - post) / pre >= this",
+    )
+    g.add_argument(
+        "--covariates",
+        nargs="*",
+        default=["age"],
+        help="covariates of the groupsAge model (mean-centred)",
+    )
+    g.add_argument(
+        "--voxel-p",
+        dest="voxel_p",
+        type=_probability,
+        default=0.001,
+        help="cluster-forming height threshold, voxel p uncorrected",
+    )
+    g.add_argument(
+        "--cluster-p",
+        dest="cluster_p",
+        type=_probability,
+        default=0.05,
+        help="cluster-level FWE threshold",
+    )
+    g.add_argument(
+        "--inference",
+        nargs="+",
+        choices=INFERENCE_CHOICES,
+        default=["rft", "permutation"],
+        help="cluster inference methods",
+    )
+    g.add_argument(
+        "--n-permutations",
+        dest="n_permutations",
+        type=_positive_int,
+        default=5000,
+        help="permutations for permutation and TFCE inference",
+    )
+    g.add_argument(
+        "--random-seed",
+        dest="random_seed",
+        type=int,
+        default=None,
+        help="seed of the random number generator (permutations, bootstrap)",
+    )
+    g.add_argument(
+        "--ica-components",
+        dest="ica_components",
+        type=_positive_int,
+        default=20,
+        help="number of group ICA components",
+    )
+    g.add_argument(
+        "--correlation-model",
+        dest="correlation_model",
+        default="groups",
+        choices=["groups", "groupsAge"],
+        help="model whose clusters feed the correlation",
+    )
+    g.add_argument(
+        "--correlation-inference",
+        dest="correlation_inference",
+        default="rft",
+        choices=INFERENCE_CHOICES,
+        help="inference whose clusters feed the correlation",
+    )
+    g.add_argument(
+        "--roi",
+        type=Path,
+        default=None,
+        help="independent ROI mask for the brain-behaviour correlation (with --roi-seed)",
+    )
+    g.add_argument("--roi-seed", dest="roi_seed", default=None, help="seed whose map --roi reads")

@@ -1,0 +1,145 @@
+"""``bids_ketamine_fc`` entry point: check the inputs, then run the participant or group level."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from bids_ketamine_fc.config import Settings
+from bids_ketamine_fc.exceptions import NoUsableDataError, UserInputError
+
+LOGGER = logging.getLogger("bids_ketamine_fc")
+
+
+def build_settings(opts) -> Settings:
+    """Turn parsed arguments into :class:`Settings`, checking paths and labels.
+
+    Raises
+    ------
+    UserInputError
+        For a missing or non-BIDS input, an OUTPUT_DIR inside an input dataset, or a bad label.
+    """
+    from bids_ketamine_fc.utils.bids import check_output_dir, clean_labels, resolve_input_dirs
+
+    bids_dir, fmriprep_dir = resolve_input_dirs(opts.bids_dir, opts.fmriprep_dir)
+    output_dir = check_output_dir(opts.output_dir, bids_dir, fmriprep_dir)
+    work_dir = (opts.work_dir or output_dir.parent / "work").absolute()
+    if work_dir == output_dir or output_dir in work_dir.parents:
+        raise UserInputError(f"-w/--work-dir {work_dir} is inside OUTPUT_DIR: put it elsewhere")
+    return Settings(
+        bids_dir=bids_dir,
+        output_dir=output_dir,
+        analysis_level=opts.analysis_level,
+        fmriprep_dir=fmriprep_dir,
+        work_dir=work_dir,
+        participant_label=clean_labels(opts.participant_label, "sub", "--participant-label"),
+        session_label=clean_labels(opts.session_label, "ses", "--session-label"),
+        task_id=clean_labels([opts.task_id], "task", "--task-id")[0],
+        space=opts.space,
+        seeds=opts.seeds,
+        denoise_strategy=opts.denoise_strategy,
+        smoothing_fwhm=opts.smoothing_fwhm,
+        fd_threshold=opts.fd_threshold,
+        dummy_scans=opts.dummy_scans,
+        min_seed_coverage=opts.min_seed_coverage,
+        min_volumes=opts.min_volumes,
+        nprocs=opts.nprocs,
+        omp_nthreads=opts.omp_nthreads,
+        mem_gb=opts.mem_gb,
+        verbosity=opts.verbosity,
+        phenotype=opts.phenotype.absolute() if opts.phenotype else None,
+        pain_pre=opts.pain_pre,
+        pain_post=opts.pain_post,
+        responder_threshold=opts.responder_threshold,
+        covariates=tuple(opts.covariates),
+        voxel_p=opts.voxel_p,
+        cluster_p=opts.cluster_p,
+        inference=tuple(dict.fromkeys(opts.inference)),
+        n_permutations=opts.n_permutations,
+        random_seed=opts.random_seed,
+        ica_components=opts.ica_components,
+        correlation_model=opts.correlation_model,
+        correlation_inference=opts.correlation_inference,
+        roi=opts.roi.absolute() if opts.roi else None,
+        roi_seed=opts.roi_seed,
+    )
+
+
+def setup_logging(settings: Settings, log_file: Path) -> None:
+    """Log to stderr (INFO, or DEBUG with -vv) and in full to ``log_file``."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    level = logging.DEBUG if settings.verbosity > 1 else logging.INFO
+    LOGGER.setLevel(logging.DEBUG)
+    LOGGER.handlers.clear()
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(level if settings.verbosity else logging.WARNING)
+    console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    to_file = logging.FileHandler(log_file)
+    to_file.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    LOGGER.addHandler(console)
+    LOGGER.addHandler(to_file)
+
+
+def write_dataset_description(settings: Settings) -> Path:
+    """Write ``OUTPUT_DIR/dataset_description.json`` (BIDS-Derivatives) atomically."""
+    from bids_ketamine_fc import __version__
+    from bids_ketamine_fc.utils.io import atomic_write_text
+
+    generated = {"Name": "bids_ketamine_fc", "Version": __version__,
+                 "CodeURL": "https://github.com/bids-apps/bids_ketamine_fc"}
+    image = os.environ.get("BIDS_KETAMINE_FC_CONTAINER")
+    if image:
+        generated["Container"] = {"Type": "docker", "Tag": image}
+    description = {
+        "Name": "bids_ketamine_fc: seed-to-voxel resting-state connectivity",
+        "BIDSVersion": "1.9.0",
+        "DatasetType": "derivative",
+        "GeneratedBy": [generated],
+        "SourceDatasets": [{"URL": settings.bids_dir.as_uri()},
+                           {"URL": settings.fmriprep_dir.as_uri()}],
+    }
+    path = settings.output_dir / "dataset_description.json"
+    return atomic_write_text(path, json.dumps(description, indent=2) + "\n")
+
+
+def start_outputs(settings: Settings) -> None:
+    """Start logging into ``OUTPUT_DIR/logs`` and record the settings there."""
+    logs = settings.output_dir / "logs"
+    setup_logging(settings, logs / f"{settings.analysis_level}.log")
+    settings.write(logs / f"config-{settings.analysis_level}.json")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``bids_ketamine_fc``; return the exit status."""
+    os.environ.setdefault("NIPYPE_NO_ET", "1")
+    from bids_ketamine_fc.cli.parser import get_parser
+
+    opts = get_parser().parse_args(argv)
+    try:
+        settings = build_settings(opts)
+        if settings.analysis_level == "participant":
+            from bids_ketamine_fc.cli.participant import preflight, run_participant
+
+            runs = preflight(settings)  # every check that needs no output comes first
+            start_outputs(settings)
+            return run_participant(settings, runs)
+        from bids_ketamine_fc.group.run import run_group
+
+        start_outputs(settings)
+        return run_group(settings)
+    except UserInputError as err:
+        message = " ".join(str(err).split())
+        if LOGGER.handlers:  # the log file exists only once outputs have started
+            LOGGER.error(message)
+        print(f"bids_ketamine_fc: error: {message}", file=sys.stderr)
+        return 3 if isinstance(err, NoUsableDataError) else 2
+    except Exception:
+        LOGGER.exception("bids_ketamine_fc crashed")
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Thin nipype interfaces around :mod:`bids_ketamine_fc.participant` and :mod:`~bids_ketamine_fc.outputs`."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
+    File,
+    InputMultiObject,
+    SimpleInterface,
+    TraitedSpec,
+    traits,
+)
+
+
+class _DenoiseRunInputSpec(BaseInterfaceInputSpec):
+    run = traits.Dict(mandatory=True, desc="bold, mask, confounds, tr, prefix, space_prefix, space")
+    strategy = traits.Str(mandatory=True, desc="denoising strategy: preset name or file")
+    fd_threshold = traits.Either(None, traits.Float, default=None, usedefault=True)
+    options = traits.Dict(mandatory=True, desc="seeds, smoothing_fwhm, dummy_scans, ...")
+    omp_nthreads = traits.Int(1, usedefault=True, desc="BLAS threads")
+
+
+class _DenoiseRunOutputSpec(TraitedSpec):
+    result = File(exists=True, desc="JSON with the run's QC, files and statistics")
+
+
+class DenoiseRun(SimpleInterface):
+    """Denoise one run and compute its seed-to-voxel Fisher z maps."""
+
+    input_spec = _DenoiseRunInputSpec
+    output_spec = _DenoiseRunOutputSpec
+
+    def _run_interface(self, runtime):
+        from threadpoolctl import threadpool_limits
+
+        from bids_ketamine_fc.confounds import load_strategy
+        from bids_ketamine_fc.participant import process_run
+
+        strategy = load_strategy(self.inputs.strategy, self.inputs.fd_threshold)
+        with threadpool_limits(self.inputs.omp_nthreads):
+            result = process_run(self.inputs.run, strategy, self.inputs.options, Path(runtime.cwd))
+        out = Path(runtime.cwd) / "result.json"
+        out.write_text(json.dumps(result, indent=2))
+        self._results["result"] = str(out)
+        return runtime
+
+
+class _SubjectOutputsInputSpec(BaseInterfaceInputSpec):
+    results = InputMultiObject(File(exists=True), mandatory=True, desc="result.json of each run")
+    prefixes = traits.List(traits.Str, mandatory=True, desc="file-name prefix of each run")
+    subject = traits.Str(mandatory=True)
+    task = traits.Str(mandatory=True)
+    space_entities = traits.Str(mandatory=True, desc="space-S[_res-R]")
+    output_dir = traits.Str(mandatory=True)
+    settings_json = traits.Str("", usedefault=True)
+
+
+class _SubjectOutputsOutputSpec(TraitedSpec):
+    out_files = traits.List(traits.Str)
+    n_included = traits.Int()
+
+
+class SubjectOutputs(SimpleInterface):
+    """Move a subject's run files into OUTPUT_DIR, write the subject-level maps and the report."""
+
+    input_spec = _SubjectOutputsInputSpec
+    output_spec = _SubjectOutputsOutputSpec
+
+    def _run_interface(self, runtime):
+        from bids_ketamine_fc.outputs import install_run_files, write_subject_maps
+        from bids_ketamine_fc.reports.participant import write_participant_report
+
+        output_dir = Path(self.inputs.output_dir)
+        results = [json.loads(Path(f).read_text()) for f in self.inputs.results]
+        prefixes = list(self.inputs.prefixes)
+        written = []
+        for result, prefix in zip(results, prefixes):
+            written += install_run_files(result, prefix, output_dir)
+        maps = write_subject_maps(self.inputs.subject, self.inputs.task, self.inputs.space_entities,
+                                  results, prefixes, output_dir)
+        seeds = {Path(m).name.split("_seed-")[1].split("_")[0]: m for m in maps}
+        qc_rows = [{"run": p, **r["qc"]} for r, p in zip(results, prefixes)]
+        report = write_participant_report(self.inputs.subject, qc_rows, seeds,
+                                          output_dir / f"sub-{self.inputs.subject}.html",
+                                          self.inputs.settings_json)
+        self._results["out_files"] = [*written, *maps, os.fspath(report)]
+        self._results["n_included"] = sum(1 for r in results if r["stats"])
+        return runtime

@@ -1,0 +1,199 @@
+"""One run, start to finish: confounds, outliers, cleaning operator, seeds, correlation, files.
+
+Pure Python (no nipype): :class:`~bids_ketamine_fc.interfaces.connectivity.DenoiseRun` wraps
+:func:`process_run`, and :func:`write_subject_outputs` is what the subject's output node calls.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import nibabel as nb
+import numpy as np
+import pandas as pd
+
+from bids_ketamine_fc import confounds as cf
+from bids_ketamine_fc.connectivity import (
+    SeedCorrelation,
+    fisher_z,
+    read_brain_series,
+    seed_correlation,
+    to_volume,
+)
+from bids_ketamine_fc.denoising import build_operator
+from bids_ketamine_fc.seeds import load_seed_set, resolve_seeds, seed_index
+
+LOGGER = logging.getLogger("bids_ketamine_fc")
+
+
+def prepare_confounds(confounds_file: Path, strategy: cf.Strategy, dummy_scans: int | None):
+    """Read a run's confounds and return ``(regressors, fd, n_dummy)`` for the volumes kept.
+
+    Raises :class:`~bids_ketamine_fc.exceptions.UserInputError` when the table lacks a column the
+    strategy needs (the message names the columns and the file).
+    """
+    table, metadata = cf.load_confounds_table(Path(confounds_file))
+    n_dummy = cf.non_steady_state_count(table, dummy_scans) if strategy.drop_non_steady_state else (
+        dummy_scans or 0
+    )
+    regressors = cf.select_confounds(table, metadata, strategy, source=str(confounds_file))
+    if "framewise_displacement" in table:
+        fd = table["framewise_displacement"].fillna(0.0).to_numpy(float)
+    else:
+        fd = np.zeros(len(table))
+    return regressors.iloc[n_dummy:].to_numpy(float), fd[n_dummy:], n_dummy, list(regressors.columns)
+
+
+def scrub_outliers(strategy: cf.Strategy, fd: np.ndarray, global_signal: np.ndarray) -> np.ndarray:
+    """Return the outlier volumes the strategy scrubs (all False when it does not scrub)."""
+    scrub = strategy.scrub
+    if scrub is None:
+        return np.zeros(fd.size, dtype=bool)
+    return cf.art_outliers(
+        fd,
+        global_signal,
+        fd_threshold=scrub.fd_threshold,
+        gs_z_threshold=scrub.gs_z_threshold if scrub.detector == "art" else None,
+    )
+
+
+def process_run(run: dict, strategy: cf.Strategy, options: dict, out_dir: Path) -> dict:
+    """Denoise one run, correlate its seeds and write the run's files into ``out_dir``.
+
+    Parameters
+    ----------
+    run : dict
+        ``bold``, ``mask``, ``confounds``, ``tr``, ``prefix`` (``sub-X[_ses-Y]_task-Z[_run-N]``),
+        ``space_prefix`` (with ``space``/``res``) and ``space``.
+    strategy : Strategy
+        The denoising strategy.
+    options : dict
+        ``seeds``, ``smoothing_fwhm``, ``dummy_scans``, ``min_seed_coverage``, ``min_volumes``.
+    out_dir : Path
+        Where the files go (nipype's node folder); the subject's output node moves them.
+
+    Returns
+    -------
+    dict
+        ``qc`` (one row of the QC table), ``files`` (name -> path) and ``stats`` (npz of the
+        sufficient statistics, absent when the run is excluded).
+    """
+    out_dir = Path(out_dir)
+    regressors, fd, n_dummy, names = prepare_confounds(run["confounds"], strategy, options["dummy_scans"])
+    mask_img = nb.load(run["mask"])
+    mask = np.asarray(mask_img.dataobj) > 0
+    resolved = resolve_seeds(
+        load_seed_set(options["seeds"]), mask_img, run["space"], options["min_seed_coverage"]
+    )
+    series = read_brain_series(Path(run["bold"]), mask, n_dummy)
+    outliers = scrub_outliers(strategy, fd, series.global_signal)
+    qc = {
+        "mean_fd": float(np.mean(fd)) if fd.size else 0.0,
+        "n_volumes": int(n_dummy + fd.size),
+        "n_dummy": int(n_dummy),
+        "n_scrubbed": int(outliers.sum()),
+        "n_kept": int(fd.size - outliers.sum()),
+        "tsnr_median": float(np.median(series.tsnr)),
+        "n_regressors": len(names) + int(outliers.sum()) + strategy.detrend + 1,
+        "regressors": " ".join(names),
+        "strategy": strategy.name,
+    }
+    if qc["n_kept"] < options["min_volumes"]:
+        return _excluded(run, qc, out_dir, f"{qc['n_kept']} volumes left after scrubbing "
+                         f"(fewer than --min-volumes {options['min_volumes']})")
+    censor = strategy.scrub is not None and strategy.scrub.method == "censor"
+    filt = strategy.to_dict().get("filter")
+    operator = build_operator(regressors, outliers, run["tr"], strategy.detrend, filt,
+                              strategy.filter_order, censor=censor)
+    qc["dof"] = operator.dof
+    if operator.dof < 3:
+        return _excluded(run, qc, out_dir, f"only {operator.dof} temporal degrees of freedom left")
+    corr = seed_correlation(series.data, mask, mask_img.affine, operator,
+                            seed_index(resolved, mask), options["smoothing_fwhm"])
+    del series
+    names_seeds = [item.seed.name for item in resolved]
+    files = _write_run_files(run, corr, operator, resolved, qc, strategy, options, out_dir, outliers)
+    stats = out_dir / "seed_stats.npz"
+    np.savez(stats, mask=corr.mask, cross=corr.cross, voxel_ss=corr.voxel_ss, seed_ss=corr.seed_ss,
+             seeds=np.array(names_seeds), affine=mask_img.affine)
+    qc.update(included=True, exclusion_reason="n/a")
+    files["qc"] = _write_qc(qc, run, out_dir)
+    return {"qc": qc, "files": files, "stats": str(stats)}
+
+
+def _excluded(run: dict, qc: dict, out_dir: Path, reason: str) -> dict:
+    LOGGER.warning("%s excluded: %s", run["prefix"], reason)
+    qc.setdefault("dof", 0)
+    qc.update(included=False, exclusion_reason=reason)
+    return {"qc": qc, "files": {"qc": _write_qc(qc, run, out_dir)}, "stats": None}
+
+
+def _write_qc(qc: dict, run: dict, out_dir: Path) -> str:
+    path = out_dir / f"{run['prefix']}_desc-denoising_qc.tsv"
+    pd.DataFrame([qc]).to_csv(path, sep="\t", index=False, na_rep="n/a")
+    return str(path)
+
+
+def map_sidecar(seed_definition: dict, strategy: cf.Strategy, qc: dict, options: dict,
+                sources: list[str]) -> dict:
+    """Return the JSON sidecar of a seed map: seed, strategy, volumes, dof and software versions."""
+    return {
+        "Description": "Fisher z-transformed Pearson correlation of the seed's mean denoised series "
+        "(unsmoothed) with each voxel's denoised, smoothed series.",
+        "Seed": seed_definition,
+        "DenoisingStrategy": strategy.to_dict(),
+        "SmoothingFWHM": options["smoothing_fwhm"],
+        "VolumesTotal": qc["n_volumes"],
+        "VolumesDummy": qc["n_dummy"],
+        "VolumesScrubbed": qc["n_scrubbed"],
+        "VolumesKept": qc["n_kept"],
+        "DegreesOfFreedom": qc["dof"],
+        "Sources": sources,
+        "SoftwareVersions": software_versions(),
+    }
+
+
+def software_versions() -> dict:
+    """Return the versions of the packages that shape the numbers."""
+    import nilearn
+    import scipy
+
+    from bids_ketamine_fc import __version__
+
+    return {"bids_ketamine_fc": __version__, "numpy": np.__version__, "scipy": scipy.__version__,
+            "nibabel": nb.__version__, "nilearn": nilearn.__version__}
+
+
+def _write_run_files(run, corr: SeedCorrelation, operator, resolved, qc, strategy, options, out_dir,
+                     outliers) -> dict:
+    files = {}
+    z = fisher_z(corr.r())
+    affine = nb.load(run["mask"]).affine
+    sources = [str(Path(run["bold"]).name), str(Path(run["confounds"]).name)]
+    for row, item in enumerate(resolved):
+        stem = out_dir / f"{run['space_prefix']}_seed-{item.seed.name}_stat-z_boldmap"
+        img = nb.Nifti1Image(to_volume(z[row], corr.mask), affine)
+        img.header.set_xyzt_units("mm")
+        nb.save(img, f"{stem}.nii.gz")
+        sidecar = map_sidecar(item.definition, strategy, qc, options, sources)
+        Path(f"{stem}.json").write_text(json.dumps(sidecar, indent=2, default=str))
+        files[f"seed-{item.seed.name}"] = f"{stem}.nii.gz"
+        files[f"seed-{item.seed.name}-json"] = f"{stem}.json"
+    series = operator.basis @ corr.seed_coef.T
+    table = pd.DataFrame(series, columns=[item.seed.name for item in resolved])
+    ts_path = out_dir / f"{run['prefix']}_desc-seeds_timeseries.tsv"
+    table.to_csv(ts_path, sep="\t", index=False, float_format="%.6g")
+    kept = np.arange(qc["n_dummy"], qc["n_volumes"])
+    if strategy.scrub is not None and strategy.scrub.method == "censor":
+        kept = kept[~outliers]
+    ts_path.with_suffix(".json").write_text(json.dumps({
+        "Description": "Denoised mean time series of each seed (rows: the volumes kept).",
+        "RepetitionTime": run["tr"],
+        "VolumesKept": kept.tolist(),
+        "Outliers": (np.flatnonzero(outliers) + qc["n_dummy"]).tolist(),
+    }, indent=2))
+    files["timeseries"] = str(ts_path)
+    files["timeseries-json"] = str(ts_path.with_suffix(".json"))
+    return files

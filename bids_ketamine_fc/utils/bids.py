@@ -1,0 +1,252 @@
+"""Finding the inputs: the BIDS dataset, the fMRIPrep derivatives and the runs to process.
+
+Everything a user can get wrong about paths and labels is checked here, before any output is written.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nb
+import numpy as np
+
+from bids_ketamine_fc.exceptions import UserInputError
+
+_LABEL = re.compile(r"^[A-Za-z0-9]+$")
+SUPPORTED_SPACES = ("MNI152NLin2009cAsym", "MNI152NLin6Asym")
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """The files and metadata of one preprocessed BOLD run."""
+
+    subject: str
+    entities: dict = field(hash=False)  # session, task, run, space, res (those present)
+    bold: Path
+    mask: Path
+    confounds: Path
+    tr: float
+    n_volumes: int
+
+    @property
+    def prefix(self) -> str:
+        """BIDS file-name prefix of the run's outputs: ``sub-X[_ses-Y]_task-Z[_run-N]``."""
+        return build_prefix(self.subject, self.entities, ("session", "task", "run"))
+
+    @property
+    def space_prefix(self) -> str:
+        """Prefix including the ``space``/``res`` entities."""
+        return build_prefix(self.subject, self.entities, ("session", "task", "run", "space", "res"))
+
+
+_SHORT = {"session": "ses", "task": "task", "run": "run", "space": "space", "res": "res"}
+
+
+def build_prefix(subject: str, entities: dict, keys: tuple[str, ...]) -> str:
+    """Join ``sub-<subject>`` and the given entities, in BIDS order, into a file-name prefix."""
+    parts = [f"sub-{subject}"]
+    parts += [f"{_SHORT[k]}-{entities[k]}" for k in keys if entities.get(k) not in (None, "")]
+    return "_".join(parts)
+
+
+def clean_labels(labels: list[str] | tuple[str, ...], prefix: str, option: str) -> tuple[str, ...]:
+    """Strip ``sub-``/``ses-`` prefixes and refuse labels with path or special characters."""
+    cleaned = []
+    for label in labels:
+        value = label[len(prefix) + 1 :] if label.startswith(f"{prefix}-") else label
+        if not _LABEL.match(value):
+            raise UserInputError(
+                f"{option} {label!r} is not a valid BIDS label: use letters and digits only "
+                f"(e.g. {option} 01)"
+            )
+        cleaned.append(value)
+    return tuple(dict.fromkeys(cleaned))
+
+
+def _read_description(path: Path) -> dict:
+    try:
+        return json.loads((path / "dataset_description.json").read_text())
+    except FileNotFoundError:
+        return {}
+    except json.JSONDecodeError as err:
+        raise UserInputError(
+            f"{path / 'dataset_description.json'} is not valid JSON ({err})"
+        ) from err
+
+
+def _is_derivative(description: dict) -> bool:
+    return description.get("DatasetType") == "derivative"
+
+
+def resolve_input_dirs(bids_dir: Path, fmriprep_dir: Path | None) -> tuple[Path, Path]:
+    """Check BIDS_DIR and find the fMRIPrep derivatives.
+
+    Returns
+    -------
+    (bids_dir, fmriprep_dir) : tuple of Path, absolute.
+    """
+    bids_dir = Path(bids_dir).absolute()
+    if not bids_dir.is_dir():
+        raise UserInputError(f"BIDS_DIR {bids_dir} does not exist: give the path of a BIDS dataset")
+    description = _read_description(bids_dir)
+    if not description:
+        raise UserInputError(
+            f"BIDS_DIR {bids_dir} is not a BIDS dataset (no dataset_description.json): "
+            "give the dataset's top folder"
+        )
+    if fmriprep_dir is None:
+        fmriprep_dir = (
+            bids_dir if _is_derivative(description) else bids_dir / "derivatives" / "fmriprep"
+        )
+    fmriprep_dir = Path(fmriprep_dir).absolute()
+    if not fmriprep_dir.is_dir():
+        raise UserInputError(
+            f"no fMRIPrep derivatives at {fmriprep_dir}: run fMRIPrep first or pass --fmriprep-dir"
+        )
+    return bids_dir, fmriprep_dir
+
+
+def check_output_dir(output_dir: Path, bids_dir: Path, fmriprep_dir: Path) -> Path:
+    """Refuse an OUTPUT_DIR that is, or lies inside, an input dataset.
+
+    ``BIDS_DIR/derivatives/<name>`` is allowed: BIDS puts derivatives there.
+    """
+    output_dir = Path(output_dir).absolute()
+    for source in {bids_dir, fmriprep_dir}:
+        inside = output_dir == source or source in output_dir.parents
+        allowed = (
+            source == bids_dir != fmriprep_dir and (bids_dir / "derivatives") in output_dir.parents
+        )
+        if fmriprep_dir in output_dir.parents or output_dir == fmriprep_dir:
+            allowed = False
+        if inside and not allowed:
+            raise UserInputError(
+                f"OUTPUT_DIR {output_dir} is inside the input dataset {source}: choose a folder "
+                f"outside it (or {bids_dir / 'derivatives' / 'bids_ketamine_fc'})"
+            )
+    return output_dir
+
+
+def repetition_time(bold: Path) -> float:
+    """Return the TR in seconds from the JSON sidecar, else from the NIfTI header."""
+    sidecar = Path(str(bold).replace(".nii.gz", ".json").replace(".nii", ".json"))
+    if sidecar.exists():
+        tr = json.loads(sidecar.read_text()).get("RepetitionTime")
+        if isinstance(tr, (int, float)) and tr > 0:
+            return float(tr)
+    header = nb.load(bold).header
+    zooms = header.get_zooms()
+    unit = header.get_xyzt_units()[1]
+    if len(zooms) > 3 and zooms[3] > 0 and unit in ("sec", "msec"):
+        return float(zooms[3]) / (1000.0 if unit == "msec" else 1.0)
+    raise UserInputError(
+        f"{bold}: no usable repetition time (no RepetitionTime in {sidecar.name} and no time unit "
+        "in the header): add RepetitionTime (seconds) to the JSON sidecar"
+    )
+
+
+def check_same_grid(bold: Path, mask: Path) -> None:
+    """Refuse a BOLD run and brain mask on different grids (headers only)."""
+    bold_img, mask_img = nb.load(bold), nb.load(mask)
+    if bold_img.shape[:3] != mask_img.shape[:3] or not np.allclose(
+        bold_img.affine, mask_img.affine, atol=1e-3
+    ):
+        raise UserInputError(
+            f"{bold.name} {bold_img.shape[:3]} and its mask {mask.name} {mask_img.shape[:3]} are on "
+            "different grids: use the brain mask fMRIPrep wrote for this run and space"
+        )
+    if len(bold_img.shape) != 4:
+        raise UserInputError(f"{bold}: expected a 4D BOLD series, got shape {bold_img.shape}")
+
+
+def collect_runs(
+    fmriprep_dir: Path,
+    task: str,
+    space: str,
+    subjects: tuple[str, ...] = (),
+    sessions: tuple[str, ...] = (),
+) -> list[RunInputs]:
+    """Find every preprocessed BOLD run of ``task`` in ``space`` with its mask and confounds (pybids).
+
+    Raises
+    ------
+    UserInputError
+        Unknown participant labels, no run for the task/space, a missing mask or confounds file,
+        BOLD and mask on different grids, or no usable TR.
+    """
+    from bids import BIDSLayout
+    from bids.layout import Query
+
+    layout = BIDSLayout(fmriprep_dir, validate=False, config=["bids", "derivatives"])
+    available = layout.get_subjects()
+    unknown = sorted(set(subjects) - set(available))
+    if unknown:
+        raise UserInputError(
+            f"--participant-label {' '.join(unknown)} not found in {fmriprep_dir} "
+            f"(available: {' '.join(sorted(available)[:20]) or 'none'})"
+        )
+    query = {"task": task, "space": space, "desc": "preproc", "suffix": "bold"}
+    if subjects:
+        query["subject"] = list(subjects)
+    if sessions:
+        query["session"] = list(sessions)
+    bolds = layout.get(extension=[".nii.gz", ".nii"], **query)
+    if not bolds:
+        spaces = sorted(layout.get_spaces(task=task)) if task in layout.get_tasks() else []
+        raise UserInputError(
+            f"no fMRIPrep BOLD runs for --task-id {task} in --space {space} under {fmriprep_dir} "
+            f"(tasks there: {' '.join(layout.get_tasks()) or 'none'}; spaces for this task: "
+            f"{' '.join(spaces) or 'none'})"
+        )
+    runs = []
+    for bold in bolds:
+        ents = {k: bold.entities.get(k) for k in ("session", "task", "run", "space", "res")}
+        pinned = {k: (v if v is not None else Query.NONE) for k, v in ents.items()}
+        mask = _one(
+            layout,
+            bold.path,
+            "brain mask",
+            desc="brain",
+            suffix="mask",
+            extension=[".nii.gz", ".nii"],
+            subject=bold.entities["subject"],
+            **pinned,
+        )
+        no_space = {k: v for k, v in pinned.items() if k not in ("space", "res")}
+        confounds = _one(
+            layout,
+            bold.path,
+            "confounds table",
+            desc="confounds",
+            suffix=["timeseries", "regressors"],
+            extension=".tsv",
+            subject=bold.entities["subject"],
+            **no_space,
+        )
+        bold_path = Path(bold.path)
+        check_same_grid(bold_path, mask)
+        runs.append(
+            RunInputs(
+                subject=bold.entities["subject"],
+                entities={k: v for k, v in ents.items() if v is not None},
+                bold=bold_path,
+                mask=mask,
+                confounds=confounds,
+                tr=repetition_time(bold_path),
+                n_volumes=int(nb.load(bold_path).shape[3]),
+            )
+        )
+    return runs
+
+
+def _one(layout, bold: str, what: str, **query) -> Path:
+    found = layout.get(return_type="file", **query)
+    if not found:
+        raise UserInputError(
+            f"no {what} found for {Path(bold).name}: fMRIPrep writes it beside the BOLD run; "
+            "re-run fMRIPrep or restore the file"
+        )
+    return Path(sorted(found)[0])

@@ -1,0 +1,59 @@
+"""Atomic file writing: outputs appear complete under their final name, or not at all."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import nibabel as nb
+import pandas as pd
+
+
+def atomic_write(path: Path, writer: Callable[[Path], None]) -> Path:
+    """Call ``writer(tmp)`` on a temporary file beside ``path``, then rename it to ``path``.
+
+    Parameters
+    ----------
+    path : Path
+        Final file name.
+    writer : callable
+        Writes the content to the temporary path it is given. The temporary name keeps the final
+        suffixes so that writers choosing a format from the extension (nibabel) behave.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name.split('.')[0]}.", suffix=suffix, dir=path.parent
+    )
+    os.close(fd)
+    try:
+        writer(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def atomic_save_img(img: nb.spatialimages.SpatialImage, path: Path) -> Path:
+    """Save a NIfTI image to ``path`` atomically."""
+    return atomic_write(path, lambda tmp: nb.save(img, tmp))
+
+
+def atomic_write_tsv(df: pd.DataFrame, path: Path, **kwargs) -> Path:
+    """Write a data frame as a BIDS TSV (tab separated, ``n/a`` for missing) atomically."""
+    kwargs.setdefault("index", False)
+    return atomic_write(path, lambda tmp: df.to_csv(tmp, sep="\t", na_rep="n/a", **kwargs))

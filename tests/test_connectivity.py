@@ -1,0 +1,115 @@
+import nibabel as nb
+import numpy as np
+import pytest
+
+from bids_ketamine_fc.connectivity import (
+    brain_voxel_index,
+    combine_runs,
+    fisher_z,
+    read_brain_series,
+    seed_correlation,
+    to_volume,
+)
+from bids_ketamine_fc.denoising import build_operator, gaussian_sigma_vox, smooth_in_mask
+from bids_ketamine_fc.exceptions import UserInputError
+
+TR = 2.0
+
+
+def _mask(shape=(9, 10, 8)):
+    mask = np.zeros(shape, bool)
+    mask[1:8, 2:9, 1:7] = True
+    mask[1, 2, 1] = False
+    return mask
+
+
+def _brute_force(data4d, mask, affine, op_matrix, seed_masks, fwhm):
+    """Explicit pipeline: clean every voxel's series, smooth every cleaned volume, correlate."""
+    t = data4d.shape[3]
+    clean = np.einsum("ts,xyzs->xyzt", op_matrix, data4d.astype(float))
+    clean = np.where(mask[..., None], clean, 0.0)
+    seeds = np.stack([clean[m].mean(axis=0) for m in seed_masks])
+    vols = np.moveaxis(clean, 3, 0).astype(np.float32)
+    smoothed = smooth_in_mask(vols, mask, gaussian_sigma_vox(fwhm, affine))
+    voxels = np.moveaxis(smoothed, 0, 3)[mask]  # (n_vox, T), C order of the mask
+    r = np.array([[np.corrcoef(s, v)[0, 1] for v in voxels] for s in seeds])
+    assert voxels.shape[1] == t
+    return r
+
+
+def test_seed_correlation_equals_explicit_pipeline():
+    rng = np.random.default_rng(0)
+    mask = _mask()
+    affine = np.diag([-3.0, 3.0, 3.0, 1.0])
+    n = 60
+    data = rng.standard_normal((*mask.shape, n)).astype(np.float32) + 100
+    shared = rng.standard_normal(n)
+    data[2:5, 3:6, 2:5] += 2 * shared
+    confounds = rng.standard_normal((n, 3))
+    outliers = np.zeros(n, bool)
+    outliers[[7, 30]] = True
+    filt = {"type": "fft", "low": 0.008, "high": 0.09}
+    op = build_operator(confounds, outliers, TR, 1, filt)
+    op_matrix = op.basis @ op.coef.T.astype(float)
+    seed_masks = [np.zeros(mask.shape, bool) for _ in range(2)]
+    seed_masks[0][2:4, 3:5, 2:4] = True
+    seed_masks[1][5:7, 6:8, 4:6] = True
+    flat_f = data.reshape(-1, n, order="F")[brain_voxel_index(mask)].T
+    index = [np.searchsorted(brain_voxel_index(mask), brain_voxel_index(m)) for m in seed_masks]
+    corr = seed_correlation(flat_f, mask, affine, op, index, fwhm_mm=6.0)
+    expected = _brute_force(data, mask, affine, op_matrix, seed_masks, 6.0)
+    ours = np.stack([to_volume(row, mask)[mask] for row in corr.r()])
+    assert np.allclose(ours, expected, atol=2e-5)
+    assert ours[0][seed_masks[0][mask]].mean() > 0.5
+
+
+def test_fisher_z_known_values():
+    r = np.array([0.0, 0.5, -0.76, 1.0])
+    z = fisher_z(r)
+    assert z[:3] == pytest.approx([0.0, 0.5493061443, -0.9962150823], abs=1e-6)
+    assert np.isfinite(z[3])
+
+
+def test_combine_runs_is_concatenation():
+    rng = np.random.default_rng(1)
+    mask = _mask((6, 6, 5))
+    affine = np.eye(4) * 3
+    affine[3, 3] = 1
+    seed = np.zeros(mask.shape, bool)
+    seed[2:4, 2:4, 2:4] = True
+    idx = [np.searchsorted(brain_voxel_index(mask), brain_voxel_index(seed))]
+    runs, cleaned = [], []
+    for n in (50, 70):
+        data = rng.standard_normal((n, int(mask.sum()))).astype(np.float32)
+        op = build_operator(np.zeros((n, 0)), np.zeros(n, bool), TR, 1, None)
+        runs.append(seed_correlation(data, mask, affine, op, idx, fwhm_mm=0.0))
+        cleaned.append((op.basis @ (op.coef.T @ data)))
+    series = np.concatenate(cleaned)
+    seed_ts = series[:, idx[0]].mean(axis=1)
+    expected = [np.dot(seed_ts, v) / np.linalg.norm(seed_ts) / np.linalg.norm(v) for v in series.T]
+    assert np.allclose(combine_runs(runs).r()[0], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int16])
+def test_read_brain_series_equals_nibabel(tmp_path, dtype):
+    rng = np.random.default_rng(2)
+    mask = _mask()
+    data = (rng.standard_normal((*mask.shape, 20)) * 100 + 1000).astype(dtype)
+    img = nb.Nifti1Image(data, np.eye(4))
+    if dtype is np.int16:
+        img.header.set_slope_inter(0.5, 10.0)
+    nb.save(img, tmp_path / "bold.nii.gz")
+    expected = nb.load(tmp_path / "bold.nii.gz").get_fdata()
+    series = read_brain_series(tmp_path / "bold.nii.gz", mask, n_dummy=3)
+    ref = expected.reshape(-1, 20, order="F")[brain_voxel_index(mask)].T[3:]
+    assert np.allclose(series.data, ref, rtol=1e-6)
+    assert np.allclose(series.global_signal, ref.mean(axis=1), rtol=1e-6)
+
+
+def test_read_brain_series_refuses_nan(tmp_path):
+    mask = _mask()
+    data = np.ones((*mask.shape, 5), np.float32)
+    data[4, 5, 3, 2] = np.nan
+    nb.save(nb.Nifti1Image(data, np.eye(4)), tmp_path / "bold.nii.gz")
+    with pytest.raises(UserInputError, match="NaN"):
+        read_brain_series(tmp_path / "bold.nii.gz", mask)

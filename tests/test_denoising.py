@@ -1,0 +1,117 @@
+import numpy as np
+import pytest
+from nilearn import signal
+
+from bids_ketamine_fc.denoising import (
+    build_operator,
+    butterworth_matrix,
+    fft_bandpass_matrix,
+    gaussian_sigma_vox,
+    smooth_in_mask,
+)
+
+TR = 2.0
+
+
+def conn_filter(y, tr, low, high):
+    """Independent re-statement of CONN's conn_filter on one series (mirror, FFT, zero, IFFT)."""
+    n = y.size
+    ext = np.concatenate([y, y[::-1]])
+    spec = np.fft.fft(ext)
+    f = np.arange(ext.size)
+    f = np.minimum(f, ext.size - f)
+    spec[(f < low * tr * ext.size) | (f >= high * tr * ext.size)] = 0
+    return np.fft.ifft(spec).real[:n]
+
+
+def test_fft_bandpass_frequency_response():
+    n = 200
+    t = np.arange(n) * TR
+    F = fft_bandpass_matrix(n, TR, 0.008, 0.09)
+    # Cosines of the DCT basis inside the band pass unchanged, outside are removed.
+    for freq, expected in [(0.03, 1.0), (0.05, 1.0), (0.002, 0.0), (0.15, 0.0), (0.2, 0.0)]:
+        k = round(freq * 2 * n * TR)
+        y = np.cos(np.pi * k * (np.arange(n) + 0.5) / n)
+        gain = np.linalg.norm(F @ y) / np.linalg.norm(y)
+        assert gain == pytest.approx(expected, abs=1e-9), freq
+    assert np.allclose(F, F.T) and np.allclose(F @ F, F)
+    y = np.random.default_rng(0).standard_normal(n) + 0.01 * t
+    assert np.allclose(F @ y, conn_filter(y, TR, 0.008, 0.09))
+
+
+def test_butterworth_matrix_matches_nilearn():
+    y = np.random.default_rng(1).standard_normal((120, 3))
+    B = butterworth_matrix(120, TR, 0.01, 0.08, order=2)
+    expected = signal.butterworth(y, 1 / TR, low_pass=0.08, high_pass=0.01, order=2, copy=True)
+    assert np.allclose(B @ y, expected, atol=1e-10)
+
+
+def test_planted_confound_removed_exactly():
+    rng = np.random.default_rng(2)
+    n = 150
+    confounds = rng.standard_normal((n, 4))
+    truth = rng.standard_normal(n)
+    y = truth + confounds @ np.array([3.0, -2.0, 1.0, 5.0]) + 10.0
+    op = build_operator(confounds, np.zeros(n, bool), TR, 1, None)
+    cleaned = op.basis @ (y @ op.coef)
+    design = np.column_stack([np.ones(n), np.linspace(-1, 1, n), confounds])
+    expected = truth - design @ np.linalg.lstsq(design, truth, rcond=None)[0]
+    assert np.allclose(cleaned, expected, atol=1e-5)
+    assert op.dof == n - 6
+
+
+def test_regbp_operator_equals_explicit_regression_then_conn_filter():
+    rng = np.random.default_rng(3)
+    n = 100
+    confounds = rng.standard_normal((n, 3))
+    outliers = np.zeros(n, bool)
+    outliers[[10, 40]] = True
+    y = rng.standard_normal(n)
+    op = build_operator(confounds, outliers, TR, 1, {"type": "fft", "low": 0.008, "high": 0.09})
+    spikes = np.eye(n)[:, [10, 40]]
+    design = np.column_stack([np.ones(n), np.linspace(-1, 1, n), confounds, spikes])
+    resid = y - design @ np.linalg.lstsq(design, y, rcond=None)[0]
+    expected = conn_filter(resid, TR, 0.008, 0.09)
+    expected -= expected.mean()
+    assert np.allclose(op.basis @ (y @ op.coef), expected, atol=1e-5)
+
+
+def test_simult_correlations_equal_nilearn_clean():
+    rng = np.random.default_rng(4)
+    n = 120
+    confounds = rng.standard_normal((n, 5))
+    data = rng.standard_normal((n, 6)) + confounds @ rng.standard_normal((5, 6))
+    filt = {"type": "butterworth", "low": 0.01, "high": 0.08, "order": 2}
+    # detrend order 0: the (band-passed) constant vanishes, as in nilearn's filtered confounds
+    op = build_operator(confounds, np.zeros(n, bool), TR, 0, filt, filter_order="simult")
+    coef = data.T @ op.coef.astype(float)
+    ours = np.corrcoef(coef @ op.basis.T)
+    cleaned = signal.clean(data, confounds=confounds, detrend=False, standardize=None,
+                           standardize_confounds=False, filter="butterworth", low_pass=0.08,
+                           high_pass=0.01, t_r=TR, butterworth__order=2)
+    assert np.allclose(ours, np.corrcoef(cleaned.T), atol=1e-5)
+    # inner products of coefficients are those of the cleaned series
+    assert np.allclose(coef @ coef.T, (coef @ op.basis.T) @ (coef @ op.basis.T).T)
+
+
+def test_censoring_drops_outlier_volumes():
+    n = 80
+    outliers = np.zeros(n, bool)
+    outliers[[5, 6, 7]] = True
+    op = build_operator(np.zeros((n, 0)), outliers, TR, 1, None, censor=True)
+    assert op.basis.shape[0] == n - 3
+
+
+def test_smooth_in_mask_preserves_constant_and_ignores_outside():
+    mask = np.zeros((12, 14, 10), bool)
+    mask[2:10, 3:12, 2:8] = True
+    vols = np.where(mask, 3.0, 0.0).astype(np.float32)[None]
+    out = smooth_in_mask(vols.copy(), mask, np.array([1.5, 1.5, 1.5]))
+    assert np.allclose(out[0][mask], 3.0, atol=1e-5)
+    assert np.all(out[0][~mask] == 0)
+
+
+def test_gaussian_sigma_from_fwhm_on_las_grid():
+    affine = np.diag([-2.0, 2.0, 2.0, 1.0])
+    sigma = gaussian_sigma_vox(8.0, affine)
+    assert np.allclose(sigma, 8.0 / 2.3548200450309493 / 2.0)
