@@ -46,13 +46,24 @@ def install_run_files(result: dict, prefix: str, output_dir: Path) -> list[str]:
 def load_stats(path: str) -> tuple[SeedCorrelation, list[str], np.ndarray]:
     """Read a run's sufficient statistics written by :func:`~bids_ketamine_fc.participant.process_run`."""
     with np.load(path) as npz:
-        corr = SeedCorrelation(mask=npz["mask"], cross=npz["cross"], voxel_ss=npz["voxel_ss"],
-                               seed_ss=npz["seed_ss"], seed_coef=np.zeros((len(npz["seeds"]), 0)))
+        corr = SeedCorrelation(
+            mask=npz["mask"],
+            cross=npz["cross"],
+            voxel_ss=npz["voxel_ss"],
+            seed_ss=npz["seed_ss"],
+            seed_coef=np.zeros((len(npz["seeds"]), 0)),
+        )
         return corr, [str(s) for s in npz["seeds"]], npz["affine"]
 
 
-def write_subject_maps(subject: str, task: str, space_entities: str, results: list[dict],
-                       prefixes: list[str], output_dir: Path) -> list[str]:
+def write_subject_maps(
+    subject: str,
+    task: str,
+    space_entities: str,
+    results: list[dict],
+    prefixes: list[str],
+    output_dir: Path,
+) -> list[str]:
     """Write the subject-level maps of the included runs (combined when there are several).
 
     Parameters
@@ -72,7 +83,7 @@ def write_subject_maps(subject: str, task: str, space_entities: str, results: li
     list of str
         The maps written (empty when every run was excluded).
     """
-    included = [(r, p) for r, p in zip(results, prefixes) if r["stats"]]
+    included = [(r, p) for r, p in zip(results, prefixes, strict=True) if r["stats"]]
     if not included:
         return []
     loaded = [load_stats(r["stats"]) for r, _ in included]
@@ -85,12 +96,14 @@ def write_subject_maps(subject: str, task: str, space_entities: str, results: li
         stem = folder / subject_map_name(subject, task, space_entities, seed)
         run_json = Path(included[0][0]["files"][f"seed-{seed}-json"])
         sidecar = json.loads(run_json.read_text())
-        sidecar.update({
-            "Runs": [p for _, p in included],
-            "RunCombination": "concatenation of the runs' denoised series (as CONN)",
-            "VolumesKept": int(sum(r["qc"]["n_kept"] for r, _ in included)),
-            "DegreesOfFreedom": int(sum(r["qc"]["dof"] for r, _ in included)),
-        })
+        sidecar.update(
+            {
+                "Runs": [p for _, p in included],
+                "RunCombination": "concatenation of the runs' denoised series (as CONN)",
+                "VolumesKept": int(sum(r["qc"]["n_kept"] for r, _ in included)),
+                "DegreesOfFreedom": int(sum(r["qc"]["dof"] for r, _ in included)),
+            }
+        )
         img = nb.Nifti1Image(to_volume(z[row], combined.mask), affine)
         img.header.set_xyzt_units("mm")
         atomic_save_img(img, Path(f"{stem}.nii.gz"))

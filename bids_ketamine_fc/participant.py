@@ -23,40 +23,45 @@ from bids_ketamine_fc.connectivity import (
     to_volume,
 )
 from bids_ketamine_fc.denoising import build_operator
+from bids_ketamine_fc.exceptions import UserInputError
 from bids_ketamine_fc.seeds import load_seed_set, resolve_seeds, seed_index
 
 LOGGER = logging.getLogger("bids_ketamine_fc")
 
 
 def prepare_confounds(confounds_file: Path, strategy: cf.Strategy, dummy_scans: int | None):
-    """Read a run's confounds and return ``(regressors, fd, n_dummy)`` for the volumes kept.
+    """Read a run's confounds for the volumes kept after dropping dummies.
 
-    Raises :class:`~bids_ketamine_fc.exceptions.UserInputError` when the table lacks a column the
-    strategy needs (the message names the columns and the file).
+    Returns
+    -------
+    regressors : ndarray (T, n_regressors)
+    fd : ndarray (T,)
+        Framewise displacement (0 for the first volume).
+    n_dummy : int
+    names : list of str
+        The regressor columns.
+
+    Raises
+    ------
+    UserInputError
+        When the table lacks a column the strategy needs (named, with the file).
     """
     table, metadata = cf.load_confounds_table(Path(confounds_file))
-    n_dummy = cf.non_steady_state_count(table, dummy_scans) if strategy.drop_non_steady_state else (
-        dummy_scans or 0
-    )
+    if strategy.drop_non_steady_state or dummy_scans is not None:
+        n_dummy = cf.non_steady_state_count(table, dummy_scans)
+    else:
+        n_dummy = 0
     regressors = cf.select_confounds(table, metadata, strategy, source=str(confounds_file))
     if "framewise_displacement" in table:
         fd = table["framewise_displacement"].fillna(0.0).to_numpy(float)
+    elif strategy.scrub is not None and strategy.scrub.fd_threshold:
+        raise UserInputError(
+            f"{confounds_file}: no framewise_displacement column, which scrubbing needs: "
+            "use a strategy without scrubbing or restore fMRIPrep's confounds table"
+        )
     else:
         fd = np.zeros(len(table))
     return regressors.iloc[n_dummy:].to_numpy(float), fd[n_dummy:], n_dummy, list(regressors.columns)
-
-
-def scrub_outliers(strategy: cf.Strategy, fd: np.ndarray, global_signal: np.ndarray) -> np.ndarray:
-    """Return the outlier volumes the strategy scrubs (all False when it does not scrub)."""
-    scrub = strategy.scrub
-    if scrub is None:
-        return np.zeros(fd.size, dtype=bool)
-    return cf.art_outliers(
-        fd,
-        global_signal,
-        fd_threshold=scrub.fd_threshold,
-        gs_z_threshold=scrub.gs_z_threshold if scrub.detector == "art" else None,
-    )
 
 
 def process_run(run: dict, strategy: cf.Strategy, options: dict, out_dir: Path) -> dict:
@@ -81,14 +86,16 @@ def process_run(run: dict, strategy: cf.Strategy, options: dict, out_dir: Path) 
         sufficient statistics, absent when the run is excluded).
     """
     out_dir = Path(out_dir)
-    regressors, fd, n_dummy, names = prepare_confounds(run["confounds"], strategy, options["dummy_scans"])
+    regressors, fd, n_dummy, names = prepare_confounds(
+        run["confounds"], strategy, options["dummy_scans"]
+    )
     mask_img = nb.load(run["mask"])
     mask = np.asarray(mask_img.dataobj) > 0
     resolved = resolve_seeds(
         load_seed_set(options["seeds"]), mask_img, run["space"], options["min_seed_coverage"]
     )
     series = read_brain_series(Path(run["bold"]), mask, n_dummy)
-    outliers = scrub_outliers(strategy, fd, series.global_signal)
+    outliers = cf.scrub_outliers(strategy, fd, series.global_signal)
     qc = {
         "mean_fd": float(np.mean(fd)) if fd.size else 0.0,
         "n_volumes": int(n_dummy + fd.size),
@@ -101,23 +108,50 @@ def process_run(run: dict, strategy: cf.Strategy, options: dict, out_dir: Path) 
         "strategy": strategy.name,
     }
     if qc["n_kept"] < options["min_volumes"]:
-        return _excluded(run, qc, out_dir, f"{qc['n_kept']} volumes left after scrubbing "
-                         f"(fewer than --min-volumes {options['min_volumes']})")
+        return _excluded(
+            run,
+            qc,
+            out_dir,
+            f"{qc['n_kept']} volumes left after scrubbing "
+            f"(fewer than --min-volumes {options['min_volumes']})",
+        )
     censor = strategy.scrub is not None and strategy.scrub.method == "censor"
     filt = strategy.to_dict().get("filter")
-    operator = build_operator(regressors, outliers, run["tr"], strategy.detrend, filt,
-                              strategy.filter_order, censor=censor)
+    operator = build_operator(
+        regressors,
+        outliers,
+        run["tr"],
+        strategy.detrend,
+        filt,
+        strategy.filter_order,
+        censor=censor,
+    )
     qc["dof"] = operator.dof
     if operator.dof < 3:
         return _excluded(run, qc, out_dir, f"only {operator.dof} temporal degrees of freedom left")
-    corr = seed_correlation(series.data, mask, mask_img.affine, operator,
-                            seed_index(resolved, mask), options["smoothing_fwhm"])
+    corr = seed_correlation(
+        series.data,
+        mask,
+        mask_img.affine,
+        operator,
+        seed_index(resolved, mask),
+        options["smoothing_fwhm"],
+    )
     del series
     names_seeds = [item.seed.name for item in resolved]
-    files = _write_run_files(run, corr, operator, resolved, qc, strategy, options, out_dir, outliers)
+    files = _write_run_files(
+        run, corr, operator, resolved, qc, strategy, options, out_dir, outliers
+    )
     stats = out_dir / "seed_stats.npz"
-    np.savez(stats, mask=corr.mask, cross=corr.cross, voxel_ss=corr.voxel_ss, seed_ss=corr.seed_ss,
-             seeds=np.array(names_seeds), affine=mask_img.affine)
+    np.savez(
+        stats,
+        mask=corr.mask,
+        cross=corr.cross,
+        voxel_ss=corr.voxel_ss,
+        seed_ss=corr.seed_ss,
+        seeds=np.array(names_seeds),
+        affine=mask_img.affine,
+    )
     qc.update(included=True, exclusion_reason="n/a")
     files["qc"] = _write_qc(qc, run, out_dir)
     return {"qc": qc, "files": files, "stats": str(stats)}
@@ -136,8 +170,9 @@ def _write_qc(qc: dict, run: dict, out_dir: Path) -> str:
     return str(path)
 
 
-def map_sidecar(seed_definition: dict, strategy: cf.Strategy, qc: dict, options: dict,
-                sources: list[str]) -> dict:
+def map_sidecar(
+    seed_definition: dict, strategy: cf.Strategy, qc: dict, options: dict, sources: list[str]
+) -> dict:
     """Return the JSON sidecar of a seed map: seed, strategy, volumes, dof and software versions."""
     return {
         "Description": "Fisher z-transformed Pearson correlation of the seed's mean denoised series "
@@ -162,12 +197,18 @@ def software_versions() -> dict:
 
     from bids_ketamine_fc import __version__
 
-    return {"bids_ketamine_fc": __version__, "numpy": np.__version__, "scipy": scipy.__version__,
-            "nibabel": nb.__version__, "nilearn": nilearn.__version__}
+    return {
+        "bids_ketamine_fc": __version__,
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "nibabel": nb.__version__,
+        "nilearn": nilearn.__version__,
+    }
 
 
-def _write_run_files(run, corr: SeedCorrelation, operator, resolved, qc, strategy, options, out_dir,
-                     outliers) -> dict:
+def _write_run_files(
+    run, corr: SeedCorrelation, operator, resolved, qc, strategy, options, out_dir, outliers
+) -> dict:
     files = {}
     z = fisher_z(corr.r())
     affine = nb.load(run["mask"]).affine
@@ -188,12 +229,17 @@ def _write_run_files(run, corr: SeedCorrelation, operator, resolved, qc, strateg
     kept = np.arange(qc["n_dummy"], qc["n_volumes"])
     if strategy.scrub is not None and strategy.scrub.method == "censor":
         kept = kept[~outliers]
-    ts_path.with_suffix(".json").write_text(json.dumps({
-        "Description": "Denoised mean time series of each seed (rows: the volumes kept).",
-        "RepetitionTime": run["tr"],
-        "VolumesKept": kept.tolist(),
-        "Outliers": (np.flatnonzero(outliers) + qc["n_dummy"]).tolist(),
-    }, indent=2))
+    ts_path.with_suffix(".json").write_text(
+        json.dumps(
+            {
+                "Description": "Denoised mean time series of each seed (rows: the volumes kept).",
+                "RepetitionTime": run["tr"],
+                "VolumesKept": kept.tolist(),
+                "Outliers": (np.flatnonzero(outliers) + qc["n_dummy"]).tolist(),
+            },
+            indent=2,
+        )
+    )
     files["timeseries"] = str(ts_path)
     files["timeseries-json"] = str(ts_path.with_suffix(".json"))
     return files

@@ -31,11 +31,18 @@ def preflight(settings: Settings) -> list:
     from bids_ketamine_fc.utils.bids import SUPPORTED_SPACES, collect_runs
 
     if settings.space not in SUPPORTED_SPACES:
-        raise UserInputError(f"--space {settings.space} is not supported: use one of {', '.join(SUPPORTED_SPACES)}")
+        raise UserInputError(
+            f"--space {settings.space} is not supported: use one of {', '.join(SUPPORTED_SPACES)}"
+        )
     strategy = load_strategy(settings.denoise_strategy, settings.fd_threshold)
     seeds = load_seed_set(settings.seeds)
-    runs = collect_runs(settings.fmriprep_dir, settings.task_id, settings.space,
-                        settings.participant_label, settings.session_label)
+    runs = collect_runs(
+        settings.fmriprep_dir,
+        settings.task_id,
+        settings.space,
+        settings.participant_label,
+        settings.session_label,
+    )
     high = strategy.filter.high if strategy.filter is not None else None
     for run in runs:
         if high is not None and high >= 0.5 / run.tr:
@@ -64,25 +71,33 @@ def run_participant(settings: Settings, runs: list) -> int:
     settings.work_dir.mkdir(parents=True, exist_ok=True)
     workflow = init_bids_ketamine_fc_wf(settings, runs)
     crash_dir = settings.work_dir / "crashes"
-    workflow.config["execution"].update({
-        "crashdump_dir": str(crash_dir), "crashfile_format": "txt", "stop_on_first_crash": True,
-        "poll_sleep_duration": POLL_SLEEP, "remove_unnecessary_outputs": False,
-    })
+    workflow.config["execution"].update(
+        {
+            "crashdump_dir": str(crash_dir),
+            "crashfile_format": "txt",
+            "stop_on_first_crash": True,
+            "poll_sleep_duration": POLL_SLEEP,
+            "remove_unnecessary_outputs": False,
+        }
+    )
     workflow.config["monitoring"] = {"enabled": False}
+    _quiet_nipype(settings.verbosity)
     plugin_args = {"n_procs": settings.nprocs, "raise_insufficient": False}
     if settings.mem_gb:
         plugin_args["memory_gb"] = settings.mem_gb
     LOGGER.info("Running %d runs of %d participants", len(runs), len({r.subject for r in runs}))
     try:
-        graph = workflow.run(plugin="MultiProc" if settings.nprocs > 1 else "Linear",
-                             plugin_args=plugin_args)
+        graph = workflow.run(
+            plugin="MultiProc" if settings.nprocs > 1 else "Linear", plugin_args=plugin_args
+        )
     except RuntimeError as err:
         message = _user_error_from_crash(crash_dir)
         if message:
             raise UserInputError(message) from err
         raise
     included = sum(
-        node.result.outputs.n_included for node in graph.nodes()
+        node.result.outputs.n_included
+        for node in graph.nodes()
         if node.name == "ds_subject" and node.result is not None
     )
     if included == 0:
@@ -90,8 +105,21 @@ def run_participant(settings: Settings, runs: list) -> int:
             "no usable run: every run was excluded (see the *_desc-denoising_qc.tsv files); "
             "relax --fd-threshold or --min-volumes"
         )
-    LOGGER.info("Participant level done: %d usable runs; outputs in %s", included, settings.output_dir)
+    LOGGER.info(
+        "Participant level done: %d usable runs; outputs in %s", included, settings.output_dir
+    )
     return 0
+
+
+def _quiet_nipype(verbosity: int) -> None:
+    """Keep nipype's per-node messages out of the console unless -v was given."""
+    from nipype import config
+    from nipype import logging as nipype_logging
+
+    level = "INFO" if verbosity else "WARNING"
+    for key in ("workflow_level", "interface_level", "utils_level"):
+        config.set("logging", key, level)
+    nipype_logging.update_logging(config)
 
 
 def _user_error_from_crash(crash_dir: Path) -> str | None:

@@ -39,8 +39,8 @@ def build_settings(opts) -> Settings:
         session_label=clean_labels(opts.session_label, "ses", "--session-label"),
         task_id=clean_labels([opts.task_id], "task", "--task-id")[0],
         space=opts.space,
-        seeds=opts.seeds,
-        denoise_strategy=opts.denoise_strategy,
+        seeds=_absolute_if_file(opts.seeds),
+        denoise_strategy=_absolute_if_file(opts.denoise_strategy),
         smoothing_fwhm=opts.smoothing_fwhm,
         fd_threshold=opts.fd_threshold,
         dummy_scans=opts.dummy_scans,
@@ -68,6 +68,12 @@ def build_settings(opts) -> Settings:
     )
 
 
+def _absolute_if_file(value: str) -> str:
+    """Make a file argument absolute (nipype nodes run in their own folders); keep preset names."""
+    path = Path(value)
+    return str(path.absolute()) if path.suffix and path.exists() else value
+
+
 def setup_logging(settings: Settings, log_file: Path) -> None:
     """Log to stderr (INFO, or DEBUG with -vv) and in full to ``log_file``."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -88,8 +94,11 @@ def write_dataset_description(settings: Settings) -> Path:
     from bids_ketamine_fc import __version__
     from bids_ketamine_fc.utils.io import atomic_write_text
 
-    generated = {"Name": "bids_ketamine_fc", "Version": __version__,
-                 "CodeURL": "https://github.com/bids-apps/bids_ketamine_fc"}
+    generated = {
+        "Name": "bids_ketamine_fc",
+        "Version": __version__,
+        "CodeURL": "https://github.com/bids-apps/bids_ketamine_fc",
+    }
     image = os.environ.get("BIDS_KETAMINE_FC_CONTAINER")
     if image:
         generated["Container"] = {"Type": "docker", "Tag": image}
@@ -98,8 +107,10 @@ def write_dataset_description(settings: Settings) -> Path:
         "BIDSVersion": "1.9.0",
         "DatasetType": "derivative",
         "GeneratedBy": [generated],
-        "SourceDatasets": [{"URL": settings.bids_dir.as_uri()},
-                           {"URL": settings.fmriprep_dir.as_uri()}],
+        "SourceDatasets": [
+            {"URL": settings.bids_dir.as_uri()},
+            {"URL": settings.fmriprep_dir.as_uri()},
+        ],
     }
     path = settings.output_dir / "dataset_description.json"
     return atomic_write_text(path, json.dumps(description, indent=2) + "\n")

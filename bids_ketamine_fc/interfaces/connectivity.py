@@ -78,15 +78,25 @@ class SubjectOutputs(SimpleInterface):
         results = [json.loads(Path(f).read_text()) for f in self.inputs.results]
         prefixes = list(self.inputs.prefixes)
         written = []
-        for result, prefix in zip(results, prefixes):
+        for result, prefix in zip(results, prefixes, strict=True):
             written += install_run_files(result, prefix, output_dir)
-        maps = write_subject_maps(self.inputs.subject, self.inputs.task, self.inputs.space_entities,
-                                  results, prefixes, output_dir)
+        maps = write_subject_maps(
+            self.inputs.subject,
+            self.inputs.task,
+            self.inputs.space_entities,
+            results,
+            prefixes,
+            output_dir,
+        )
         seeds = {Path(m).name.split("_seed-")[1].split("_")[0]: m for m in maps}
-        qc_rows = [{"run": p, **r["qc"]} for r, p in zip(results, prefixes)]
-        report = write_participant_report(self.inputs.subject, qc_rows, seeds,
-                                          output_dir / f"sub-{self.inputs.subject}.html",
-                                          self.inputs.settings_json)
+        qc_rows = [{"run": p, **r["qc"]} for r, p in zip(results, prefixes, strict=True)]
+        report = write_participant_report(
+            self.inputs.subject,
+            qc_rows,
+            seeds,
+            output_dir / f"sub-{self.inputs.subject}.html",
+            self.inputs.settings_json,
+        )
         self._results["out_files"] = [*written, *maps, os.fspath(report)]
         self._results["n_included"] = sum(1 for r in results if r["stats"])
         return runtime

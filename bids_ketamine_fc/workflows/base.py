@@ -12,7 +12,9 @@ from bids_ketamine_fc.interfaces.connectivity import DenoiseRun, SubjectOutputs
 from bids_ketamine_fc.utils.bids import RunInputs, build_prefix
 
 
-def init_bids_ketamine_fc_wf(settings: Settings, runs: list[RunInputs], name: str = "bids_ketamine_fc_wf"):
+def init_bids_ketamine_fc_wf(
+    settings: Settings, runs: list[RunInputs], name: str = "bids_ketamine_fc_wf"
+):
     """Build the participant-level workflow: one sub-workflow per subject, run in parallel.
 
     Parameters
@@ -36,7 +38,9 @@ def init_bids_ketamine_fc_wf(settings: Settings, runs: list[RunInputs], name: st
     return workflow
 
 
-def init_single_subject_wf(settings: Settings, subject: str, runs: list[RunInputs], name: str | None = None):
+def init_single_subject_wf(
+    settings: Settings, subject: str, runs: list[RunInputs], name: str | None = None
+):
     """Build one subject's workflow: a ``DenoiseRun`` node per run, then the subject's outputs.
 
     Inputs come from the ``runs`` (no inputnode connections are needed); the ``outputnode`` gives
@@ -52,7 +56,9 @@ def init_single_subject_wf(settings: Settings, subject: str, runs: list[RunInput
         Defaults to ``single_subject_<label>_wf``.
     """
     workflow = pe.Workflow(name=name or f"single_subject_{subject}_wf")
-    outputnode = pe.Node(niu.IdentityInterface(fields=["out_files", "n_included"]), name="outputnode")
+    outputnode = pe.Node(
+        niu.IdentityInterface(fields=["out_files", "n_included"]), name="outputnode"
+    )
     merge = pe.Node(niu.Merge(len(runs)), name="merge_results", run_without_submitting=True)
     options = {
         "seeds": settings.seeds,
@@ -64,8 +70,11 @@ def init_single_subject_wf(settings: Settings, subject: str, runs: list[RunInput
     for index, run in enumerate(runs, start=1):
         denoise = pe.Node(
             DenoiseRun(
-                run=_run_dict(run), strategy=settings.denoise_strategy, fd_threshold=settings.fd_threshold,
-                options=options, omp_nthreads=settings.omp_nthreads,
+                run=_run_dict(run),
+                strategy=settings.denoise_strategy,
+                fd_threshold=settings.fd_threshold,
+                options=options,
+                omp_nthreads=settings.omp_nthreads,
             ),
             name=f"denoise_{_node_label(run)}",
             n_procs=settings.omp_nthreads,
@@ -75,8 +84,12 @@ def init_single_subject_wf(settings: Settings, subject: str, runs: list[RunInput
     space = build_prefix(subject, runs[0].entities, ("space", "res")).split("_", 1)[1]
     ds_subject = pe.Node(
         SubjectOutputs(
-            prefixes=[run.prefix for run in runs], subject=subject, task=settings.task_id,
-            space_entities=space, output_dir=str(settings.output_dir), settings_json=settings.to_json(),
+            prefixes=[run.prefix for run in runs],
+            subject=subject,
+            task=settings.task_id,
+            space_entities=space,
+            output_dir=str(settings.output_dir),
+            settings_json=settings.to_json(),
         ),
         name="ds_subject",
     )
@@ -89,8 +102,13 @@ def init_single_subject_wf(settings: Settings, subject: str, runs: list[RunInput
 
 def _run_dict(run: RunInputs) -> dict:
     return {
-        "bold": str(run.bold), "mask": str(run.mask), "confounds": str(run.confounds), "tr": run.tr,
-        "prefix": run.prefix, "space_prefix": run.space_prefix, "space": run.entities["space"],
+        "bold": str(run.bold),
+        "mask": str(run.mask),
+        "confounds": str(run.confounds),
+        "tr": run.tr,
+        "prefix": run.prefix,
+        "space_prefix": run.space_prefix,
+        "space": run.entities["space"],
     }
 
 

@@ -1,0 +1,99 @@
+"""Tests of TemplateFlow look-ups (no download, ever) and nearest-neighbour label resampling."""
+
+from __future__ import annotations
+
+import nibabel as nb
+import numpy as np
+import pytest
+
+from bids_ketamine_fc.exceptions import UserInputError
+from bids_ketamine_fc.templates import _has_content, get_template_file, resample_labels_to
+
+HOSPA = {"atlas": "HOSPA", "desc": "th25", "suffix": "dseg"}
+
+
+@pytest.mark.parametrize(
+    ("space", "resolution", "expected"),
+    [
+        ("MNI152NLin2009cAsym", 2, "res-02"),
+        ("MNI152NLin2009cAsym", 1, "res-01"),
+        ("MNI152NLin2009cAsym", 3, "res-02"),  # closest
+        ("MNI152NLin2009cAsym", 4, "res-02"),
+        ("MNI152NLin2009cAsym", None, "res-01"),  # finest
+        ("MNI152NLin6Asym", 1, "res-02"),  # res-01 is a zero-byte placeholder
+    ],
+)
+def test_get_template_file_closest_resolution(tf_home, space, resolution, expected):
+    path = get_template_file(space, resolution, **HOSPA)
+    assert path.name == f"tpl-{space}_{expected}_atlas-HOSPA_desc-th25_dseg.nii.gz"
+    assert path.parent == tf_home / f"tpl-{space}"
+    assert path.stat().st_size > 0
+
+
+def test_get_template_file_without_resolution_entity(tf_home):
+    path = get_template_file(
+        "MNI152NLin2009cAsym", 2, atlas="HOSPA", suffix="dseg", extension=".tsv"
+    )
+    assert path.name == "tpl-MNI152NLin2009cAsym_atlas-HOSPA_dseg.tsv"
+    assert "Left Accumbens" in path.read_text()
+
+
+def test_placeholder_is_refused_not_downloaded(tf_home):
+    # conftest makes any download attempt an AssertionError, which would escape pytest.raises.
+    with pytest.raises(UserInputError) as info:
+        get_template_file("MNI152NLin6Asym", 2, atlas="HOCPA", desc="th25", suffix="dseg")
+    message = str(info.value)
+    assert "tpl-MNI152NLin6Asym_res-02_atlas-HOCPA_desc-th25_dseg.nii.gz" in message
+    assert "zero-byte placeholder" in message
+    assert "set TEMPLATEFLOW_HOME to a folder holding it" in message
+    assert "\n" not in message
+
+
+def test_missing_file_is_named(tf_home):
+    with pytest.raises(UserInputError, match="is missing") as info:
+        get_template_file("MNI152NLin2009cAsym", 2, atlas="Nope", desc="th25", suffix="dseg")
+    assert "tpl-MNI152NLin2009cAsym_res-02_atlas-Nope_desc-th25_dseg.nii.gz" in str(info.value)
+    with pytest.raises(UserInputError, match="is missing"):
+        get_template_file("NoSuchTemplate", 2, **HOSPA)
+
+
+def test_ambiguous_query_asks_for_desc(tf_home):
+    with pytest.raises(UserInputError, match=r"several files .*desc-th25.*desc-th50"):
+        get_template_file("MNI152NLin2009cAsym", 2, atlas="HOSPA", suffix="dseg")
+
+
+def test_saved_s3_error_counts_as_placeholder(tmp_path):
+    error = tmp_path / "error.nii.gz"
+    error.write_bytes(b'<?xml version="1.0"?><Error><Code>AccessDenied</Code></Error>')
+    empty = tmp_path / "empty.nii.gz"
+    empty.touch()
+    real = tmp_path / "real.nii.gz"
+    nb.save(nb.Nifti1Image(np.ones((2, 2, 2), np.uint8), np.eye(4)), real)
+    assert not _has_content(error)
+    assert not _has_content(empty)
+    assert not _has_content(tmp_path / "absent.nii.gz")
+    assert _has_content(real)
+
+
+def test_resample_labels_to_las_grid_matches_world_lookup():
+    rng = np.random.default_rng(0)
+    source_affine = np.array([[1.0, 0, 0, -10], [0, 1.0, 0, -12], [0, 0, 1.0, -8], [0, 0, 0, 1]])
+    labels = rng.integers(0, 5, size=(20, 24, 16)).astype(np.int16)
+    source = nb.Nifti1Image(labels, source_affine)
+    # LAS target grid, 2 mm, voxel centres offset by 0.3 mm from the source's to avoid ties.
+    target_affine = np.array(
+        [[-2.0, 0, 0, 9.3], [0, 2.0, 0, -11.3], [0, 0, 2.0, -7.3], [0, 0, 0, 1]]
+    )
+    target = nb.Nifti1Image(np.zeros((10, 12, 8), np.uint8), target_affine)
+    result = np.asanyarray(resample_labels_to(source, target).dataobj)
+    # Independent computation: each target voxel takes the label of the source voxel whose
+    # centre is nearest in world space; beyond the outermost source voxel centres it is 0.
+    ijk = np.indices(target.shape).reshape(3, -1).T
+    world = nb.affines.apply_affine(target_affine, ijk)
+    src_float = nb.affines.apply_affine(np.linalg.inv(source_affine), world)
+    inside = np.all((src_float >= 0) & (src_float <= np.array(labels.shape) - 1), axis=1)
+    src = np.rint(src_float).astype(int)
+    expected = np.zeros(len(ijk), labels.dtype)
+    expected[inside] = labels[tuple(src[inside].T)]
+    assert np.array_equal(result, expected.reshape(target.shape))
+    assert inside.mean() > 0.5
