@@ -67,7 +67,6 @@ def run_participant(settings: Settings, runs: list) -> int:
     from bids_ketamine_fc.cli.run import write_dataset_description
     from bids_ketamine_fc.workflows.base import init_bids_ketamine_fc_wf
 
-    write_dataset_description(settings)
     settings.work_dir.mkdir(parents=True, exist_ok=True)
     workflow = init_bids_ketamine_fc_wf(settings, runs)
     crash_dir = settings.work_dir / "crashes"

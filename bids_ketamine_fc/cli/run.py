@@ -83,6 +83,8 @@ def setup_logging(settings: Settings, log_file: Path) -> None:
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(level if settings.verbosity else logging.WARNING)
     console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    # A user error is printed once, as the final line, by main(); the log file keeps it too.
+    console.addFilter(lambda record: not getattr(record, "user_error", False))
     to_file = logging.FileHandler(log_file)
     to_file.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     LOGGER.addHandler(console)
@@ -144,12 +146,16 @@ def main(argv: list[str] | None = None) -> int:
     except UserInputError as err:
         message = " ".join(str(err).split())
         if LOGGER.handlers:  # the log file exists only once outputs have started
-            LOGGER.error(message)
+            LOGGER.error(message, extra={"user_error": True})
         print(f"bids_ketamine_fc: error: {message}", file=sys.stderr)
         return 3 if isinstance(err, NoUsableDataError) else 2
     except Exception:
         LOGGER.exception("bids_ketamine_fc crashed")
         raise
+    finally:
+        for handler in list(LOGGER.handlers):
+            handler.close()
+            LOGGER.removeHandler(handler)
 
 
 if __name__ == "__main__":
