@@ -51,7 +51,9 @@ class CleaningOperator:
         return int(self.coef.shape[1])
 
 
-def fft_bandpass_matrix(n_volumes: int, tr: float, low: float | None, high: float | None) -> np.ndarray:
+def fft_bandpass_matrix(
+    n_volumes: int, tr: float, low: float | None, high: float | None
+) -> np.ndarray:
     """Return CONN's FFT band-pass filter (``conn_filter``) as a ``T x T`` matrix.
 
     As CONN does, the series is mirror-extended to ``2T`` samples (a discrete cosine basis), DFT bins

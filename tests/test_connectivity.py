@@ -83,7 +83,7 @@ def test_combine_runs_is_concatenation():
         data = rng.standard_normal((n, int(mask.sum()))).astype(np.float32)
         op = build_operator(np.zeros((n, 0)), np.zeros(n, bool), TR, 1, None)
         runs.append(seed_correlation(data, mask, affine, op, idx, fwhm_mm=0.0))
-        cleaned.append((op.basis @ (op.coef.T @ data)))
+        cleaned.append(op.basis @ (op.coef.T @ data))
     series = np.concatenate(cleaned)
     seed_ts = series[:, idx[0]].mean(axis=1)
     expected = [np.dot(seed_ts, v) / np.linalg.norm(seed_ts) / np.linalg.norm(v) for v in series.T]

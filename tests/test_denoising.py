@@ -86,9 +86,18 @@ def test_simult_correlations_equal_nilearn_clean():
     op = build_operator(confounds, np.zeros(n, bool), TR, 0, filt, filter_order="simult")
     coef = data.T @ op.coef.astype(float)
     ours = np.corrcoef(coef @ op.basis.T)
-    cleaned = signal.clean(data, confounds=confounds, detrend=False, standardize=None,
-                           standardize_confounds=False, filter="butterworth", low_pass=0.08,
-                           high_pass=0.01, t_r=TR, butterworth__order=2)
+    cleaned = signal.clean(
+        data,
+        confounds=confounds,
+        detrend=False,
+        standardize=None,
+        standardize_confounds=False,
+        filter="butterworth",
+        low_pass=0.08,
+        high_pass=0.01,
+        t_r=TR,
+        butterworth__order=2,
+    )
     assert np.allclose(ours, np.corrcoef(cleaned.T), atol=1e-5)
     # inner products of coefficients are those of the cleaned series
     assert np.allclose(coef @ coef.T, (coef @ op.basis.T) @ (coef @ op.basis.T).T)

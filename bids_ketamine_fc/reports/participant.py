@@ -49,8 +49,9 @@ def seed_montage(maps: dict[str, str]) -> str:
     return encoded
 
 
-def write_participant_report(subject: str, qc_rows: list[dict], maps: dict[str, str],
-                             out_file: Path, settings_text: str = "") -> Path:
+def write_participant_report(
+    subject: str, qc_rows: list[dict], maps: dict[str, str], out_file: Path, settings_text: str = ""
+) -> Path:
     """Write the self-contained HTML report of one participant.
 
     Parameters
@@ -78,11 +79,15 @@ def write_participant_report(subject: str, qc_rows: list[dict], maps: dict[str, 
     ]
     excluded = qc[~qc["included"].astype(bool)] if "included" in qc else qc.iloc[:0]
     for _, row in excluded.iterrows():
-        parts.append(f"<p><b>Excluded:</b> {html.escape(str(row['run']))}: "
-                     f"{html.escape(str(row['exclusion_reason']))}</p>")
+        parts.append(
+            f"<p><b>Excluded:</b> {html.escape(str(row['run']))}: "
+            f"{html.escape(str(row['exclusion_reason']))}</p>"
+        )
     if maps:
-        parts += ["<h2>Seed-to-voxel connectivity (subject level)</h2>",
-                  f"<img alt='seed maps' src='data:image/png;base64,{seed_montage(maps)}'>"]
+        parts += [
+            "<h2>Seed-to-voxel connectivity (subject level)</h2>",
+            f"<img alt='seed maps' src='data:image/png;base64,{seed_montage(maps)}'>",
+        ]
     if settings_text:
         parts += ["<h2>Settings</h2>", f"<pre>{html.escape(settings_text)}</pre>"]
     parts.append("</body></html>")
