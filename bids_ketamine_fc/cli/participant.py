@@ -64,7 +64,7 @@ def run_participant(settings: Settings, runs: list) -> int:
     int
         0 when at least one run was usable.
     """
-    from bids_ketamine_fc.cli.run import write_dataset_description
+    from bids_ketamine_fc.utils.bids import write_dataset_description
     from bids_ketamine_fc.workflows.base import init_bids_ketamine_fc_wf
 
     settings.work_dir.mkdir(parents=True, exist_ok=True)
@@ -104,6 +104,7 @@ def run_participant(settings: Settings, runs: list) -> int:
             "no usable run: every run was excluded (see the *_desc-denoising_qc.tsv files); "
             "relax --fd-threshold or --min-volumes"
         )
+    write_dataset_description(settings)
     LOGGER.info(
         "Participant level done: %d usable runs; outputs in %s", included, settings.output_dir
     )

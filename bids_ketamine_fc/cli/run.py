@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -89,33 +88,6 @@ def setup_logging(settings: Settings, log_file: Path) -> None:
     to_file.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     LOGGER.addHandler(console)
     LOGGER.addHandler(to_file)
-
-
-def write_dataset_description(settings: Settings) -> Path:
-    """Write ``OUTPUT_DIR/dataset_description.json`` (BIDS-Derivatives) atomically."""
-    from bids_ketamine_fc import __version__
-    from bids_ketamine_fc.utils.io import atomic_write_text
-
-    generated = {
-        "Name": "bids_ketamine_fc",
-        "Version": __version__,
-        "CodeURL": "https://github.com/bids-apps/bids_ketamine_fc",
-    }
-    image = os.environ.get("BIDS_KETAMINE_FC_CONTAINER")
-    if image:
-        generated["Container"] = {"Type": "docker", "Tag": image}
-    description = {
-        "Name": "bids_ketamine_fc: seed-to-voxel resting-state connectivity",
-        "BIDSVersion": "1.9.0",
-        "DatasetType": "derivative",
-        "GeneratedBy": [generated],
-        "SourceDatasets": [
-            {"URL": settings.bids_dir.as_uri()},
-            {"URL": settings.fmriprep_dir.as_uri()},
-        ],
-    }
-    path = settings.output_dir / "dataset_description.json"
-    return atomic_write_text(path, json.dumps(description, indent=2) + "\n")
 
 
 def start_outputs(settings: Settings) -> None:

@@ -13,13 +13,14 @@ import pandas as pd
 
 from bids_ketamine_fc.utils.io import atomic_write_text
 
-_STYLE = (
+STYLE = (
     "body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse}"
     "td,th{border:1px solid #ccc;padding:2px 6px;font-size:90%}img{max-width:100%}"
 )
 
 
-def _png(fig) -> str:
+def png_base64(fig) -> str:
+    """Return a matplotlib figure as a base64-encoded PNG for inline HTML."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
     return base64.b64encode(buffer.getvalue()).decode()
@@ -44,7 +45,7 @@ def seed_montage(maps: dict[str, str]) -> str:
             ax.set_axis_off()
         axes[row, 0].set_title(f"{seed} (Fisher z, peak slices)", loc="left", fontsize=9)
     fig.tight_layout()
-    encoded = _png(fig)
+    encoded = png_base64(fig)
     plt.close(fig)
     return encoded
 
@@ -73,7 +74,7 @@ def write_participant_report(
     qc = pd.DataFrame(qc_rows)
     parts = [
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>sub-{html.escape(subject)}</title>",
-        f"<style>{_STYLE}</style></head><body><h1>sub-{html.escape(subject)}</h1>",
+        f"<style>{STYLE}</style></head><body><h1>sub-{html.escape(subject)}</h1>",
         "<h2>Denoising quality control</h2>",
         qc.to_html(index=False, float_format=lambda v: f"{v:.3g}", na_rep="n/a"),
     ]

@@ -6,6 +6,7 @@ Everything a user can get wrong about paths and labels is checked here, before a
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -250,3 +251,30 @@ def _one(layout, bold: str, what: str, **query) -> Path:
             "re-run fMRIPrep or restore the file"
         )
     return Path(sorted(found)[0])
+
+
+def write_dataset_description(settings) -> Path:
+    """Write ``OUTPUT_DIR/dataset_description.json`` (BIDS-Derivatives) atomically."""
+    from bids_ketamine_fc import __version__
+    from bids_ketamine_fc.utils.io import atomic_write_text
+
+    generated = {
+        "Name": "bids_ketamine_fc",
+        "Version": __version__,
+        "CodeURL": "https://github.com/bids-apps/bids_ketamine_fc",
+    }
+    image = os.environ.get("BIDS_KETAMINE_FC_CONTAINER")
+    if image:
+        generated["Container"] = {"Type": "docker", "Tag": image}
+    description = {
+        "Name": "bids_ketamine_fc: seed-to-voxel resting-state connectivity",
+        "BIDSVersion": "1.9.0",
+        "DatasetType": "derivative",
+        "GeneratedBy": [generated],
+        "SourceDatasets": [
+            {"URL": settings.bids_dir.as_uri()},
+            {"URL": settings.fmriprep_dir.as_uri()},
+        ],
+    }
+    path = settings.output_dir / "dataset_description.json"
+    return atomic_write_text(path, json.dumps(description, indent=2) + "\n")

@@ -1,0 +1,349 @@
+"""The group level: responders vs non-responders, per seed, model, contrast and inference.
+
+Plain Python over the participant outputs (as mriqc's group level): read the phenotype and the
+subject-level maps, fit each seed's model once, and write under ``OUTPUT_DIR/group/``:
+
+- ``subjects.tsv`` (+ ``.json``): every participant, group, scores, covariates, inclusion;
+- ``seed-<seed>/space-<S>[_res-<R>]_seed-<seed>_desc-analysis_mask.nii.gz``: the analysis mask;
+- ``seed-<seed>/..._seed-<seed>_model-<m>_contrast-<c>_stat-<t|z|p|effect|g>_boldmap.nii.gz``
+  (+ ``.json``: design, degrees of freedom, group sizes, smoothness);
+- ``seed-<seed>/..._model-<m>_contrast-<c>_inference-<i>_cluster-<n>_mask.nii.gz``: each
+  significant cluster;
+- ``clusters.tsv`` (+ ``.json``) and ``group.html``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import nibabel as nb
+import numpy as np
+import pandas as pd
+
+from bids_ketamine_fc import __version__
+from bids_ketamine_fc.config import Settings
+from bids_ketamine_fc.exceptions import UserInputError
+from bids_ketamine_fc.group import clusters, glm, maps, phenotype, rft
+from bids_ketamine_fc.utils.io import atomic_save_img, atomic_write_text, atomic_write_tsv
+
+LOGGER = logging.getLogger(__name__)
+
+STATS = ("t", "z", "p", "effect", "g")
+_STAT_DESCRIPTIONS = {
+    "t": "t statistic of the contrast (equal-variance OLS, as CONN/SPM).",
+    "z": "z of equal one-sided p as t (computed from log p, does not saturate).",
+    "p": "One-sided (upper-tail) uncorrected p value of t.",
+    "effect": "Contrast of the betas (difference of mean Fisher z, covariate-adjusted).",
+    "g": "Hedges' g: effect over the residual SD times 1 - 3 / (4 dof - 1).",
+}
+#: Significant digits of the numbers in the TSV outputs.
+FLOAT_FORMAT = "%.6g"
+#: TFCE exponents for 3-D maps (Smith & Nichols 2009; FSL, PALM and nilearn defaults).
+TFCE_E, TFCE_H = 0.5, 2.0
+_INTENTS = {"t": "t test", "z": "z score", "p": "p value", "effect": "estimate"}
+
+
+def check_settings(settings: Settings) -> None:
+    """Refuse group options that cannot work (before any file is read).
+
+    Raises
+    ------
+    UserInputError
+        Unknown inference, probabilities outside (0, 1), or a non-positive permutation count.
+    """
+    unknown = sorted(set(settings.inference) - set(clusters.INFERENCES))
+    if unknown or not settings.inference:
+        raise UserInputError(
+            f"--inference {' '.join(unknown)}: expected one or more of "
+            f"{', '.join(clusters.INFERENCES)}."
+        )
+    for option, value in (("--voxel-p", settings.voxel_p), ("--cluster-p", settings.cluster_p)):
+        if not 0 < value < 1:
+            raise UserInputError(f"{option} {value}: must lie strictly between 0 and 1.")
+    if not 0 < settings.responder_threshold <= 1:
+        raise UserInputError(
+            f"--responder-threshold {settings.responder_threshold}: must lie in (0, 1]."
+        )
+    if settings.n_permutations < 1:
+        raise UserInputError(f"--n-permutations {settings.n_permutations}: must be positive.")
+    if len(set(settings.covariates)) != len(settings.covariates):
+        raise UserInputError(f"--covariates {' '.join(settings.covariates)}: listed twice.")
+
+
+def _subjects(settings: Settings, index: maps.MapIndex) -> pd.DataFrame:
+    table, files = phenotype.read_phenotype(settings)
+    source = " + ".join(str(f) for f in files)
+    return phenotype.build_subjects_table(settings, table, index.participants, source)
+
+
+def _write_subjects(settings: Settings, subjects: pd.DataFrame) -> None:
+    group_dir = Path(settings.output_dir) / "group"
+    atomic_write_tsv(subjects, group_dir / "subjects.tsv", float_format=FLOAT_FORMAT)
+    sidecar = json.dumps(phenotype.column_descriptions(settings), indent=2)
+    atomic_write_text(group_dir / "subjects.json", sidecar + "\n")
+
+
+def _write_stat_maps(settings, index, seed_maps, design, contrast, stats, sidecar) -> None:
+    for stat in STATS:
+        path = maps.group_path(
+            settings.output_dir,
+            index,
+            seed_maps.seed,
+            "boldmap.nii.gz",
+            model=design.model,
+            contrast=contrast,
+            stat=stat,
+        )
+        img = maps.to_image(stats[stat], seed_maps.mask, seed_maps.affine)
+        if stat in _INTENTS:
+            params = (float(design.dof),) if stat == "t" else ()
+            img.header.set_intent(_INTENTS[stat], params)
+        atomic_save_img(img, path)
+        meta = dict(sidecar, Statistic=stat, Description=_STAT_DESCRIPTIONS[stat])
+        atomic_write_text(path.with_name(path.name.replace(".nii.gz", ".json")), _dumps(meta))
+
+
+def _dumps(meta: dict) -> str:
+    return json.dumps(meta, indent=2, default=lambda o: o.tolist()) + "\n"
+
+
+def _write_cluster_masks(settings, index, seed_maps, found, **keys) -> list[str]:
+    written = []
+    for label in found.significant(settings.cluster_p):
+        path = maps.group_path(
+            settings.output_dir,
+            index,
+            seed_maps.seed,
+            "mask.nii.gz",
+            inference=found.inference,
+            cluster=label,
+            **keys,
+        )
+        img = nb.Nifti1Image((found.labels == label).astype(np.uint8), seed_maps.affine)
+        img.header.set_xyzt_units("mm")
+        atomic_save_img(img, path)
+        written.append(str(path))
+    return written
+
+
+def _infer(inference, t_map, seed_maps, u, smooth, permuted, alpha) -> clusters.ClusterSet:
+    """Clusters of one t map under one inference."""
+    if inference == "rft":
+        return clusters.rft_clusters(t_map, seed_maps.mask, u, smooth)
+    if inference == "permutation":
+        return clusters.permutation_clusters(permuted, seed_maps.mask)
+    return clusters.tfce_clusters(permuted, seed_maps.mask, alpha)
+
+
+def _permute(settings: Settings, seed_maps, design: glm.Design, u: float) -> dict:
+    """Permutation nulls of both contrasts (one set of permutations, two tails)."""
+    if not {"permutation", "tfce"} & set(settings.inference):
+        return {}
+    from bids_ketamine_fc.group.permutation import permutation_test
+
+    start = time.monotonic()
+    result = permutation_test(
+        seed_maps.data,
+        design.matrix,
+        {name: design.contrast(name) for name in glm.CONTRASTS},
+        seed_maps.mask,
+        u,
+        n_permutations=settings.n_permutations,
+        random_seed=settings.random_seed,
+        tfce="tfce" in settings.inference,
+        tfce_E=TFCE_E,
+        tfce_H=TFCE_H,
+        n_jobs=settings.nprocs,
+        progress=settings.verbosity > 0,
+    )
+    LOGGER.info(
+        "seed %s, model %s: %d permutations in %.1f s.",
+        seed_maps.seed,
+        design.model,
+        settings.n_permutations,
+        time.monotonic() - start,
+    )
+    return result
+
+
+def _fit(settings: Settings, seed_maps, rows: pd.DataFrame, model: str) -> tuple:
+    """Fit one model; return the fit, height threshold, smoothness, nulls and sidecar."""
+    seed = seed_maps.seed
+    design = glm.design_matrix(rows, model, settings.covariates, where=f"seed {seed}")
+    fit = glm.fit_ols(seed_maps.data, design)
+    u = rft.height_threshold(settings.voxel_p, design.dof)
+    smooth = None
+    if "rft" in settings.inference:
+        smooth = rft.estimate_smoothness(
+            fit.std_resid, seed_maps.mask, rft.voxel_sizes(seed_maps.affine), design.dof
+        )
+        LOGGER.info("seed %s, model %s: FWHM %s mm.", seed, model, np.round(smooth.fwhm_mm, 1))
+    sidecar = {
+        "Seed": seed,
+        "Model": model,
+        "Design": design.as_dict(),
+        "DegreesOfFreedom": design.dof,
+        "NPerGroup": design.n_per_group,
+        "HeightThreshold": {"VoxelP": settings.voxel_p, "T": u},
+        "Smoothness": smooth.to_dict() if smooth is not None else None,
+        "Inference": list(settings.inference),
+        "Software": {"bids_ketamine_fc": __version__},
+    }
+    if {"permutation", "tfce"} & set(settings.inference):
+        sidecar["Permutations"] = {
+            "Count": settings.n_permutations,
+            "RandomSeed": settings.random_seed,
+            "Method": "Freedman-Lane, identity included; FWE from the maximum cluster size",
+            "TFCE": {"E": TFCE_E, "H": TFCE_H, "Connectivity": 18},
+        }
+    return fit, u, smooth, _permute(settings, seed_maps, design, u), sidecar
+
+
+def _analyse_model(settings, index, seed_maps, rows, model, labeller) -> list[pd.DataFrame]:
+    """Fit one model of one seed; write its maps and cluster masks; return cluster-table rows."""
+    fit, u, smooth, permuted, sidecar = _fit(settings, seed_maps, rows, model)
+    tables = []
+    for contrast in glm.CONTRASTS:
+        stats = glm.contrast_maps(fit, contrast)
+        vector = fit.design.contrast(contrast).tolist()
+        meta = dict(sidecar, Contrast=contrast, ContrastVector=vector)
+        _write_stat_maps(settings, index, seed_maps, fit.design, contrast, stats, meta)
+        t_map = maps.unmask(stats["t"], seed_maps.mask)
+        keys = {"model": model, "contrast": contrast}
+        for inference in settings.inference:
+            found = _infer(
+                inference, t_map, seed_maps, u, smooth, permuted.get(contrast), settings.cluster_p
+            )
+            tables.append(
+                clusters.cluster_table(
+                    found, t_map, seed_maps.affine, labeller, seed=seed_maps.seed, **keys
+                )
+            )
+            _write_cluster_masks(settings, index, seed_maps, found, **keys)
+    return tables
+
+
+def _analyse_seed(settings, index, seed, included, labeller) -> tuple[list, list[str]]:
+    """Load one seed's maps once and analyse every model; return tables and participants used."""
+    start = time.monotonic()
+    seed_maps = maps.load_seed_maps(index, seed, list(included["participant_id"]))
+    if seed_maps.unusable:
+        LOGGER.warning("seed %s: maps without valid voxel: %s", seed, ", ".join(seed_maps.unusable))
+    rows = included.set_index("participant_id").loc[seed_maps.participant_ids].reset_index()
+    mask_path = maps.group_path(settings.output_dir, index, seed, "mask.nii.gz", desc="analysis")
+    for stale in mask_path.parent.glob("*_cluster-*_mask.nii.gz"):  # from an earlier run
+        stale.unlink()
+    mask_img = nb.Nifti1Image(seed_maps.mask.astype(np.uint8), seed_maps.affine)
+    atomic_save_img(mask_img, mask_path)
+    tables = []
+    for model in glm.model_names(settings.covariates):
+        tables += _analyse_model(settings, index, seed_maps, rows, model, labeller)
+    LOGGER.info(
+        "seed %s: %d participants, %d voxels, done in %.1f s.",
+        seed,
+        len(rows),
+        int(seed_maps.mask.sum()),
+        time.monotonic() - start,
+    )
+    return tables, seed_maps.participant_ids
+
+
+def _mark_unusable(subjects: pd.DataFrame, analysed: set[str]) -> pd.DataFrame:
+    """Exclude included participants whose maps turned out empty for every seed."""
+    empty = subjects["included"] & ~subjects["participant_id"].isin(analysed)
+    subjects = subjects.copy()
+    subjects.loc[empty, "included"] = False
+    subjects.loc[empty, "exclusion_reason"] = "no usable subject-level map (no valid voxel)"
+    return subjects
+
+
+def _ensure_description(settings: Settings) -> None:
+    if not (Path(settings.output_dir) / "dataset_description.json").exists():
+        from bids_ketamine_fc.utils.bids import write_dataset_description
+
+        write_dataset_description(settings)
+
+
+def run_group(settings: Settings) -> int:
+    """Run the group level of ``settings`` and write ``OUTPUT_DIR/group``.
+
+    Parameters
+    ----------
+    settings : Settings
+        Group options (phenotype, pain columns, threshold, covariates, inference...).
+
+    Returns
+    -------
+    int
+        0 on success.
+
+    Raises
+    ------
+    UserInputError
+        For every problem with the user's data or options (the message names the culprit).
+    """
+    start = time.monotonic()
+    check_settings(settings)
+    index = maps.find_subject_maps(settings)
+    subjects = _subjects(settings, index)
+    _write_subjects(settings, subjects)
+    included = subjects[subjects["included"]]
+    for model in glm.model_names(settings.covariates):  # refuse a bad design before the work
+        glm.design_matrix(included, model, settings.covariates, where="group/subjects.tsv")
+    _ensure_description(settings)
+    resolution = int(index.resolution) if (index.resolution or "").isdigit() else 2
+    labeller = clusters.PeakLabeller(index.space, resolution)
+    tables, analysed = [], set()
+    for seed in index.seeds:
+        seed_tables, used = _analyse_seed(settings, index, seed, included, labeller)
+        tables += seed_tables
+        analysed |= set(used)
+    subjects = _mark_unusable(subjects, analysed)
+    _write_subjects(settings, subjects)
+    table = (
+        pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=clusters.COLUMNS)
+    )
+    write_clusters(settings, table)
+    from bids_ketamine_fc.reports.group import write_group_report
+
+    write_group_report(settings, index, subjects, table)
+    LOGGER.info("Group level done in %.1f s.", time.monotonic() - start)
+    return 0
+
+
+def write_clusters(settings: Settings, table: pd.DataFrame) -> Path:
+    """Write ``group/clusters.tsv`` and its JSON sidecar (columns always present)."""
+    path = Path(settings.output_dir) / "group" / "clusters.tsv"
+    atomic_write_tsv(table.reindex(columns=list(clusters.COLUMNS)), path, float_format=FLOAT_FORMAT)
+    sidecar = {
+        "inference": {
+            "Description": "How the cluster p values were obtained.",
+            "Levels": {
+                "rft": "random field theory on clusters above the height threshold (SPM12)",
+                "permutation": "permutation null of the maximum cluster size (Freedman-Lane)",
+                "tfce": "clusters of voxels with TFCE p(FWE) below ClusterP",
+            },
+        },
+        "cluster": {"Description": "Cluster number, by decreasing peak t (as SPM lists them)."},
+        "peak_x": {"Description": "Peak position, world (MNI) x.", "Units": "mm"},
+        "peak_y": {"Description": "Peak position, world (MNI) y.", "Units": "mm"},
+        "peak_z": {"Description": "Peak position, world (MNI) z.", "Units": "mm"},
+        "size_mm3": {"Units": "mm^3"},
+        "peak_stat": {"Description": "Peak t value of the cluster."},
+        "peak_label": {
+            "Description": "Harvard-Oxford (TemplateFlow HOSPA/HOCPA th25) at the peak."
+        },
+        "p_fwe": {
+            "Description": "Family-wise error corrected p (tfce: best voxel of the cluster)."
+        },
+        "p_fdr": {"Description": "Topological cluster FDR q (rft only; n/a otherwise)."},
+        "p_unc": {"Description": "Uncorrected cluster p (rft only; n/a otherwise)."},
+        "HeightThreshold": {"VoxelP": settings.voxel_p},
+        "ClusterP": settings.cluster_p,
+        "Connectivity": 18,
+    }
+    atomic_write_text(path.with_suffix(".json"), json.dumps(sidecar, indent=2) + "\n")
+    return path
