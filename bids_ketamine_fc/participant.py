@@ -25,11 +25,12 @@ from bids_ketamine_fc.connectivity import (
 from bids_ketamine_fc.denoising import build_operator
 from bids_ketamine_fc.exceptions import UserInputError
 from bids_ketamine_fc.seeds import load_seed_set, resolve_seeds, seed_index
+from bids_ketamine_fc.strategy import Strategy
 
 LOGGER = logging.getLogger("bids_ketamine_fc")
 
 
-def prepare_confounds(confounds_file: Path, strategy: cf.Strategy, dummy_scans: int | None):
+def prepare_confounds(confounds_file: Path, strategy: Strategy, dummy_scans: int | None):
     """Read a run's confounds for the volumes kept after dropping dummies.
 
     Returns
@@ -64,7 +65,7 @@ def prepare_confounds(confounds_file: Path, strategy: cf.Strategy, dummy_scans: 
     return regressors.iloc[n_dummy:].to_numpy(float), fd[n_dummy:], n_dummy, list(regressors.columns)
 
 
-def process_run(run: dict, strategy: cf.Strategy, options: dict, out_dir: Path) -> dict:
+def process_run(run: dict, strategy: Strategy, options: dict, out_dir: Path) -> dict:
     """Denoise one run, correlate its seeds and write the run's files into ``out_dir``.
 
     Parameters
@@ -171,7 +172,7 @@ def _write_qc(qc: dict, run: dict, out_dir: Path) -> str:
 
 
 def map_sidecar(
-    seed_definition: dict, strategy: cf.Strategy, qc: dict, options: dict, sources: list[str]
+    seed_definition: dict, strategy: Strategy, qc: dict, options: dict, sources: list[str]
 ) -> dict:
     """Return the JSON sidecar of a seed map: seed, strategy, volumes, dof and software versions."""
     return {

@@ -15,20 +15,16 @@ import pytest
 import yaml
 
 from bids_ketamine_fc.confounds import (
-    CompCor,
-    Scrub,
-    Strategy,
     art_outliers,
     global_signal_z,
-    list_presets,
     load_confounds_table,
-    load_strategy,
     non_steady_state_count,
     scrub_outliers,
     select_confounds,
     spike_regressors,
 )
 from bids_ketamine_fc.exceptions import UserInputError
+from bids_ketamine_fc.strategy import CompCor, Scrub, Strategy, list_presets, load_strategy
 
 DATA = Path(__file__).parents[1].parent / "shared" / "data"
 V21 = DATA / "confounds" / "nilearn_test-v21_desc-confounds_timeseries.tsv"

@@ -37,7 +37,7 @@ class DenoiseRun(SimpleInterface):
     def _run_interface(self, runtime):
         from threadpoolctl import threadpool_limits
 
-        from bids_ketamine_fc.confounds import load_strategy
+        from bids_ketamine_fc.strategy import load_strategy
         from bids_ketamine_fc.participant import process_run
 
         strategy = load_strategy(self.inputs.strategy, self.inputs.fd_threshold)
