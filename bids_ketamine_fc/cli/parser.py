@@ -207,7 +207,7 @@ def _add_group(parser: argparse.ArgumentParser) -> None:
         "--phenotype",
         type=Path,
         default=None,
-        help="phenotype TSV (default: participants.tsv joined with phenotype/*.tsv)",
+        help="phenotype TSV (default: participants.tsv joined with every TSV in BIDS_DIR/phenotype)",
     )
     g.add_argument("--pain-pre", dest="pain_pre", default="nrs_pre", help="column of pain before")
     g.add_argument("--pain-post", dest="pain_post", default="nrs_post", help="column of pain after")

