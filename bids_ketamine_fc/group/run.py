@@ -9,7 +9,9 @@ subject-level maps, fit each seed's model once, and write under ``OUTPUT_DIR/gro
   (+ ``.json``: design, degrees of freedom, group sizes, smoothness);
 - ``seed-<seed>/..._model-<m>_contrast-<c>_inference-<i>_cluster-<n>_mask.nii.gz``: each
   significant cluster;
-- ``clusters.tsv`` (+ ``.json``) and ``group.html``.
+- ``clusters.tsv`` (+ ``.json``) and ``group.html``;
+- the brain-behaviour correlation of each significant cluster (``cluster_values.tsv``,
+  ``correlation.tsv``, and the leave-one-out ``prediction.tsv``; :mod:`.correlation`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import pandas as pd
 from bids_ketamine_fc import __version__
 from bids_ketamine_fc.config import Settings
 from bids_ketamine_fc.exceptions import UserInputError
-from bids_ketamine_fc.group import clusters, glm, maps, phenotype, rft
+from bids_ketamine_fc.group import clusters, correlation, glm, maps, phenotype, rft
 from bids_ketamine_fc.utils.io import atomic_save_img, atomic_write_text, atomic_write_tsv
 
 LOGGER = logging.getLogger(__name__)
@@ -288,6 +290,7 @@ def run_group(settings: Settings) -> int:
     start = time.monotonic()
     check_settings(settings)
     index = maps.find_subject_maps(settings)
+    correlation.check_roi(settings, index)
     subjects = _subjects(settings, index)
     _write_subjects(settings, subjects)
     included = subjects[subjects["included"]]
@@ -307,6 +310,7 @@ def run_group(settings: Settings) -> int:
         pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=clusters.COLUMNS)
     )
     write_clusters(settings, table)
+    correlation.run_brain_behaviour(settings, index, subjects, table)
     from bids_ketamine_fc.reports.group import write_group_report
 
     write_group_report(settings, index, subjects, table)
