@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import logging
+import warnings
 from pathlib import Path
 
 import nibabel as nb
@@ -53,16 +54,18 @@ def glass_brain(z_map: Path, threshold: float, title: str) -> str:
     img = nb.load(z_map)
     finite = nb.Nifti1Image(np.nan_to_num(np.asanyarray(img.dataobj, np.float32)), img.affine)
     fig = plt.figure(figsize=(9, 2.6))
-    plotting.plot_glass_brain(
-        finite,
-        threshold=threshold,
-        plot_abs=False,
-        colorbar=True,
-        cmap="RdBu_r",
-        display_mode="ortho",
-        title=title,
-        figure=fig,
-    )
+    with warnings.catch_warnings():  # nilearn warns "empty mask" when nothing passes the threshold
+        warnings.filterwarnings("ignore", message="empty mask")
+        plotting.plot_glass_brain(
+            finite,
+            threshold=threshold,
+            plot_abs=False,
+            colorbar=True,
+            cmap="RdBu_r",
+            display_mode="ortho",
+            title=title,
+            figure=fig,
+        )
     encoded = png_base64(fig)
     plt.close(fig)
     return encoded
