@@ -1,0 +1,99 @@
+"""End-to-end participant level on small generated datasets (the demo generator, fewer subjects)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import nibabel as nb
+import numpy as np
+import pandas as pd
+import pytest
+
+from bids_ketamine_fc.demo import generate_demo
+
+pytestmark = pytest.mark.integration
+
+STUDY_SEEDS = ["mPFC", "PCC", "ACC", "AInsulaL", "AInsulaR", "NAccL", "NAccR", "AmygdalaL", "AmygdalaR"]
+
+
+def run_participant(root, space="MNI152NLin2009cAsym", *extra):
+    env = dict(os.environ, TEMPLATEFLOW_HOME=str(root / "templateflow"), TEMPLATEFLOW_AUTOUPDATE="0",
+               NIPYPE_NO_ET="1")
+    command = [sys.executable, "-m", "bids_ketamine_fc.cli.run", str(root / "bids"), str(root / "out"),
+               "participant", "-w", str(root / "work"), "--nprocs", "2", "--space", space, *extra]
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return root / "out"
+
+
+def sphere_mean(path, centre, radius=8.0):
+    img = nb.load(path)
+    ijk = np.indices(img.shape).reshape(3, -1).T
+    xyz = nb.affines.apply_affine(img.affine, ijk)
+    inside = np.linalg.norm(xyz - centre, axis=1) <= radius
+    return float(np.nanmean(np.asarray(img.dataobj).reshape(-1)[inside]))
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    generate_demo(root, n_subjects=8, n_volumes=120, seed=3)
+    return root, run_participant(root)
+
+
+def test_outputs_named_as_spec_with_sidecars(demo_run):
+    root, out = demo_run
+    description = json.loads((out / "dataset_description.json").read_text())
+    assert description["DatasetType"] == "derivative"
+    assert description["GeneratedBy"][0]["Name"] == "bids_ketamine_fc"
+    func = out / "sub-01" / "func"
+    for seed in STUDY_SEEDS:
+        stem = func / f"sub-01_task-rest_space-MNI152NLin2009cAsym_seed-{seed}_stat-z_boldmap"
+        img = nb.load(f"{stem}.nii.gz")
+        assert img.get_data_dtype() == np.float32
+        sidecar = json.loads(stem.with_suffix(".json").read_text())
+        assert sidecar["Seed"]["Name"] == seed
+        assert sidecar["DenoisingStrategy"]["name"] == "conn"
+        assert sidecar["VolumesKept"] <= 120 and sidecar["DegreesOfFreedom"] > 10
+        assert "nilearn" in sidecar["SoftwareVersions"]
+    series = pd.read_csv(func / "sub-01_task-rest_desc-seeds_timeseries.tsv", sep="\t")
+    assert list(series.columns) == STUDY_SEEDS
+    qc = pd.read_csv(func / "sub-01_task-rest_desc-denoising_qc.tsv", sep="\t")
+    for column in ("mean_fd", "n_scrubbed", "n_kept", "dof", "tsnr_median", "regressors"):
+        assert column in qc
+    assert qc["n_dummy"][0] == 2  # the demo flags two non-steady-state volumes
+    assert (out / "sub-01.html").stat().st_size > 10_000
+    assert oct((func / f"{stem.name}.nii.gz").stat().st_mode)[-3:] != "600"
+
+
+def test_planted_coupling_shows_in_the_maps(demo_run):
+    root, out = demo_run
+    truth = pd.read_csv(root / "ground_truth.tsv", sep="\t")
+    values = []
+    for pid in truth["participant_id"]:
+        path = out / pid / "func" / f"{pid}_task-rest_space-MNI152NLin2009cAsym_seed-mPFC_stat-z_boldmap.nii.gz"
+        values.append(sphere_mean(path, (4.0, -62.0, 42.0)))
+    r = np.corrcoef(values, truth["planted_coupling"])[0, 1]
+    assert r > 0.6, (values, truth["planted_coupling"].tolist())
+    # The seed's own neighbourhood correlates strongly; a far region does not.
+    path = out / "sub-01/func/sub-01_task-rest_space-MNI152NLin2009cAsym_seed-mPFC_stat-z_boldmap.nii.gz"
+    assert sphere_mean(path, (1.0, 55.0, -3.0), 6) > 1.0
+    assert abs(sphere_mean(path, (0.0, -20.0, 60.0), 6)) < 0.5
+
+
+def test_resumes_from_the_work_directory(demo_run):
+    root, out = demo_run
+    stamp = (out / "sub-01.html").stat().st_mtime
+    run_participant(root, "MNI152NLin2009cAsym", "--participant-label", "sub-01")
+    cached = list((root / "work").rglob("denoise_sub01_taskrest/result_denoise_sub01_taskrest.pklz"))
+    assert cached and (out / "sub-01.html").stat().st_mtime >= stamp
+
+
+def test_mni152nlin6asym_las_grid(tmp_path):
+    generate_demo(tmp_path, n_subjects=2, n_volumes=80, space="MNI152NLin6Asym", seed=4)
+    out = run_participant(tmp_path, "MNI152NLin6Asym")
+    path = out / "sub-01/func/sub-01_task-rest_space-MNI152NLin6Asym_seed-mPFC_stat-z_boldmap.nii.gz"
+    img = nb.load(path)
+    assert img.affine[0, 0] < 0  # LAS, as FSL's grid
+    assert sphere_mean(path, (1.0, 55.0, -3.0), 6) > 1.0
