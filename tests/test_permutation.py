@@ -14,7 +14,8 @@ from bids_ketamine_fc.group.permutation import (
     permutation_test,
     permutations,
 )
-from bids_ketamine_fc.group.tfce import neighbour_table, tfce_map, tfce_maxima
+from bids_ketamine_fc.group.sparse_clusters import neighbour_table
+from bids_ketamine_fc.group.tfce import tfce_map, tfce_maxima
 
 SHAPE = (14, 16, 12)
 STRUCTURE = {c: ndimage.generate_binary_structure(3, k) for c, k in ((6, 1), (18, 2), (26, 3))}

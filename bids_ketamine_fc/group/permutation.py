@@ -21,7 +21,7 @@ Speed (why this is hand-written rather than nilearn's ``permuted_ols``, 50 ms a 
     permutation is a function of its dot products with the permuted regressor (and permuted
     nuisance columns): a batch of permutations is one float32 matrix product, thresholded on the
     correlation scale, and only the few hundred supra-threshold voxels per permutation are
-    labelled (:func:`~.tfce.group_maxima`), a batch at once. Batches run on ``n_jobs`` threads.
+    labelled (:func:`~.sparse_clusters.group_maxima`), a batch at once. Batches run on ``n_jobs`` threads.
 """
 
 from __future__ import annotations
@@ -36,16 +36,15 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import linalg
 
-from bids_ketamine_fc.group.tfce import (
+from bids_ketamine_fc.group.sparse_clusters import (
     SparseGrid,
     group_maxima,
     half_offsets,
     neighbour_table,
     observed_clusters,
     sparse_grid,
-    tfce_map,
-    tfce_maxima,
 )
+from bids_ketamine_fc.group.tfce import tfce_map, tfce_maxima
 
 #: Permutations per batch, float32 values of one product block (16 MB), of the t maps kept for
 #: TFCE per batch, and of the maps swept together by :func:`~.tfce.tfce_maxima`.
