@@ -48,6 +48,7 @@ class Settings:
     dummy_scans: int | None = None
     min_seed_coverage: float = 0.5
     min_volumes: int = 30
+    reduced_dims: int = 50
     nprocs: int = 1
     omp_nthreads: int = 1
     mem_gb: float | None = None

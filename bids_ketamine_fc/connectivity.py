@@ -43,6 +43,7 @@ class SeedCorrelation:
     voxel_ss: np.ndarray  # (n_voxels,): |voxel|^2 of the cleaned, smoothed series
     seed_ss: np.ndarray  # (n_seeds,): |seed|^2 of the cleaned, unsmoothed seed series
     seed_coef: np.ndarray  # (n_seeds, k): seed coefficients (basis @ coef.T gives the series)
+    voxel_coef: np.ndarray | None = None  # (k, n_voxels) float32: cleaned, smoothed coefficients
 
     def r(self) -> np.ndarray:
         """Return Pearson r, shape (n_seeds, n_voxels); NaN where a voxel has no variance."""
@@ -152,7 +153,33 @@ def seed_correlation(
         voxel_ss=voxel_ss,
         seed_ss=np.einsum("sk,sk->s", seed_coef, seed_coef),
         seed_coef=seed_coef,
+        voxel_coef=coef,
     )
+
+
+def reduce_dimensions(coef: np.ndarray, n_dims: int) -> np.ndarray:
+    """Keep the ``n_dims`` leading temporal dimensions of cleaned data (an SVD truncation).
+
+    Parameters
+    ----------
+    coef : ndarray, shape (k, n_voxels)
+        Coefficients of the cleaned series on an orthonormal temporal basis (runs may be stacked).
+    n_dims : int
+        Dimensions kept (all when ``k <= n_dims``).
+
+    Returns
+    -------
+    ndarray, shape (min(k, n_dims), n_voxels), float32
+        Rows are ``s_i v_i^T`` of the SVD ``coef = U S V^T``: inner products between voxels are
+        those of the cleaned series projected on its ``n_dims`` leading temporal components.
+    """
+    if coef.shape[0] <= n_dims:
+        return coef.astype(np.float32)
+    # The k x k Gram matrix is small; its eigenvectors are U.
+    gram = coef.astype(np.float64) @ coef.T.astype(np.float64)
+    _, vectors = np.linalg.eigh(gram)
+    leading = vectors[:, ::-1][:, :n_dims]
+    return (leading.T @ coef).astype(np.float32)
 
 
 def _smooth_coefficients(coef: np.ndarray, mask: np.ndarray, affine: np.ndarray, fwhm: float):

@@ -14,7 +14,14 @@ from pathlib import Path
 import nibabel as nb
 import numpy as np
 
-from bids_ketamine_fc.connectivity import SeedCorrelation, combine_runs, fisher_z, to_volume
+from bids_ketamine_fc.connectivity import (
+    SeedCorrelation,
+    brain_voxel_index,
+    combine_runs,
+    fisher_z,
+    reduce_dimensions,
+    to_volume,
+)
 from bids_ketamine_fc.utils.io import atomic_save_img, atomic_write, atomic_write_text
 
 
@@ -110,3 +117,57 @@ def write_subject_maps(
         atomic_write_text(Path(f"{stem}.json"), json.dumps(sidecar, indent=2, default=str))
         written.append(f"{stem}.nii.gz")
     return written
+
+
+def reduced_data_name(subject: str, task: str, space_entities: str) -> str:
+    """Return ``sub-X_task-T_space-S[_res-R]_desc-reduced_bold`` (the group ICA input)."""
+    return f"sub-{subject}_task-{task}_{space_entities}_desc-reduced_bold"
+
+
+def write_reduced_data(
+    subject: str, task: str, space_entities: str, results: list[dict], output_dir: Path
+) -> str | None:
+    """Write the subject's denoised, smoothed data in its leading temporal dimensions (4D NIfTI).
+
+    The runs' reduced coefficients (``reduced.npy`` of each run) are stacked on the voxels common
+    to all runs (concatenation, as for the maps) and truncated again to the runs' number of
+    dimensions. Volumes are not time points but temporal components: for any two voxels, the inner
+    product of their values equals that of their denoised series (projected on those components).
+
+    Returns
+    -------
+    str or None
+        The file written, or None when no run kept reduced data.
+    """
+    included = [r for r in results if r.get("stats") and r.get("reduced")]
+    if not included:
+        return None
+    loaded = [load_stats(r["stats"]) for r in included]
+    common = np.logical_and.reduce([corr.mask for corr, _, _ in loaded])
+    keep = brain_voxel_index(common)
+    blocks = []
+    for result, (corr, _, _) in zip(included, loaded, strict=True):
+        position = np.searchsorted(brain_voxel_index(corr.mask), keep)
+        blocks.append(np.load(result["reduced"])[:, position])
+    n_dims = max(block.shape[0] for block in blocks)
+    reduced = reduce_dimensions(np.concatenate(blocks), n_dims)
+    volumes = np.stack([to_volume(row, common, fill=0.0) for row in reduced], axis=-1)
+    stem = output_dir / f"sub-{subject}" / "func" / reduced_data_name(subject, task, space_entities)
+    img = nb.Nifti1Image(volumes, loaded[0][2])
+    img.header.set_xyzt_units("mm")
+    atomic_save_img(img, Path(f"{stem}.nii.gz"))
+    atomic_write_text(
+        Path(f"{stem}.json"),
+        json.dumps(
+            {
+                "Description": "Denoised, smoothed BOLD data of the subject (runs concatenated) in its "
+                f"{reduced.shape[0]} leading temporal dimensions: volumes are temporal principal "
+                "components scaled by their singular values, so inner products between voxels equal "
+                "those of the denoised series. Input of the group ICA.",
+                "Runs": len(included),
+                "Dimensions": int(reduced.shape[0]),
+            },
+            indent=2,
+        ),
+    )
+    return f"{stem}.nii.gz"

@@ -19,6 +19,7 @@ from bids_ketamine_fc.connectivity import (
     SeedCorrelation,
     fisher_z,
     read_brain_series,
+    reduce_dimensions,
     seed_correlation,
     to_volume,
 )
@@ -153,9 +154,13 @@ def process_run(run: dict, strategy: Strategy, options: dict, out_dir: Path) -> 
         seeds=np.array(names_seeds),
         affine=mask_img.affine,
     )
+    reduced = None
+    if options.get("reduced_dims", 0) > 0:
+        reduced = str(out_dir / "reduced.npy")
+        np.save(reduced, reduce_dimensions(corr.voxel_coef, options["reduced_dims"]))
     qc.update(included=True, exclusion_reason="n/a")
     files["qc"] = _write_qc(qc, run, out_dir)
-    return {"qc": qc, "files": files, "stats": str(stats)}
+    return {"qc": qc, "files": files, "stats": str(stats), "reduced": reduced}
 
 
 def _excluded(run: dict, qc: dict, out_dir: Path, reason: str) -> dict:

@@ -113,3 +113,17 @@ def test_read_brain_series_refuses_nan(tmp_path):
     nb.save(nb.Nifti1Image(data, np.eye(4)), tmp_path / "bold.nii.gz")
     with pytest.raises(UserInputError, match="NaN"):
         read_brain_series(tmp_path / "bold.nii.gz", mask)
+
+
+def test_reduce_dimensions_keeps_leading_temporal_components():
+    from bids_ketamine_fc.connectivity import reduce_dimensions
+
+    rng = np.random.default_rng(5)
+    coef = (rng.standard_normal((30, 8)) @ rng.standard_normal((8, 200))).astype(np.float32)
+    coef += 0.01 * rng.standard_normal(coef.shape).astype(np.float32)
+    assert np.array_equal(reduce_dimensions(coef, 40), coef)
+    reduced = reduce_dimensions(coef, 8)
+    u, s, vt = np.linalg.svd(coef.astype(float), full_matrices=False)
+    expected = (vt[:8].T * s[:8] ** 2) @ vt[:8]  # voxel-by-voxel inner products, rank 8
+    assert reduced.shape == (8, 200)
+    assert np.allclose(reduced.T.astype(float) @ reduced, expected, rtol=1e-4, atol=1e-2)

@@ -64,6 +64,8 @@ def test_outputs_named_as_spec_with_sidecars(demo_run):
         assert column in qc
     assert qc["n_dummy"][0] == 2  # the demo flags two non-steady-state volumes
     assert (out / "sub-01.html").stat().st_size > 10_000
+    reduced = nb.load(func / "sub-01_task-rest_space-MNI152NLin2009cAsym_desc-reduced_bold.nii.gz")
+    assert reduced.ndim == 4 and reduced.shape[3] == min(50, int(qc["dof"][0]))
     assert oct((func / f"{stem.name}.nii.gz").stat().st_mode)[-3:] != "600"
 
 

@@ -154,6 +154,14 @@ def _add_denoising(parser: argparse.ArgumentParser) -> None:
         default=30,
         help="exclude a run with fewer volumes left after dropping and scrubbing",
     )
+    g.add_argument(
+        "--reduced-dims",
+        dest="reduced_dims",
+        type=int,
+        default=50,
+        help="temporal dimensions of the denoised data kept for group ICA "
+        "(desc-reduced_bold; 0 writes none)",
+    )
 
 
 def _add_resources(parser: argparse.ArgumentParser) -> None:

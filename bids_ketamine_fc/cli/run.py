@@ -45,6 +45,7 @@ def build_settings(opts) -> Settings:
         dummy_scans=opts.dummy_scans,
         min_seed_coverage=opts.min_seed_coverage,
         min_volumes=opts.min_volumes,
+        reduced_dims=opts.reduced_dims,
         nprocs=opts.nprocs,
         omp_nthreads=opts.omp_nthreads,
         mem_gb=opts.mem_gb,

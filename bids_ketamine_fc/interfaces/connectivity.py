@@ -37,8 +37,8 @@ class DenoiseRun(SimpleInterface):
     def _run_interface(self, runtime):
         from threadpoolctl import threadpool_limits
 
-        from bids_ketamine_fc.strategy import load_strategy
         from bids_ketamine_fc.participant import process_run
+        from bids_ketamine_fc.strategy import load_strategy
 
         strategy = load_strategy(self.inputs.strategy, self.inputs.fd_threshold)
         with threadpool_limits(self.inputs.omp_nthreads):
@@ -71,7 +71,11 @@ class SubjectOutputs(SimpleInterface):
     output_spec = _SubjectOutputsOutputSpec
 
     def _run_interface(self, runtime):
-        from bids_ketamine_fc.outputs import install_run_files, write_subject_maps
+        from bids_ketamine_fc.outputs import (
+            install_run_files,
+            write_reduced_data,
+            write_subject_maps,
+        )
         from bids_ketamine_fc.reports.participant import write_participant_report
 
         output_dir = Path(self.inputs.output_dir)
@@ -88,6 +92,9 @@ class SubjectOutputs(SimpleInterface):
             prefixes,
             output_dir,
         )
+        reduced = write_reduced_data(
+            self.inputs.subject, self.inputs.task, self.inputs.space_entities, results, output_dir
+        )
         seeds = {Path(m).name.split("_seed-")[1].split("_")[0]: m for m in maps}
         qc_rows = [{"run": p, **r["qc"]} for r, p in zip(results, prefixes, strict=True)]
         report = write_participant_report(
@@ -97,6 +104,7 @@ class SubjectOutputs(SimpleInterface):
             output_dir / f"sub-{self.inputs.subject}.html",
             self.inputs.settings_json,
         )
-        self._results["out_files"] = [*written, *maps, os.fspath(report)]
+        extra = [reduced] if reduced else []
+        self._results["out_files"] = [*written, *maps, *extra, os.fspath(report)]
         self._results["n_included"] = sum(1 for r in results if r["stats"])
         return runtime

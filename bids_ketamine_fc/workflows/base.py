@@ -66,6 +66,7 @@ def init_single_subject_wf(
         "dummy_scans": settings.dummy_scans,
         "min_seed_coverage": settings.min_seed_coverage,
         "min_volumes": settings.min_volumes,
+        "reduced_dims": settings.reduced_dims,
     }
     for index, run in enumerate(runs, start=1):
         denoise = pe.Node(
