@@ -1,4 +1,4 @@
-"""Tiny fMRIPrep-style datasets for command-line tests (random data; the demo generator makes realistic ones)."""
+"""Tiny fMRIPrep-style datasets of random data for command-line tests (the demo makes realistic ones)."""
 
 from __future__ import annotations
 
@@ -12,18 +12,26 @@ import pandas as pd
 VOXEL = 6.0
 AFFINE = np.array([[VOXEL, 0, 0, -96], [0, VOXEL, 0, -132], [0, 0, VOXEL, -78], [0, 0, 0, 1]])
 SHAPE = (33, 39, 33)
-SPHERES = {"seeds": [{"name": "mPFC", "center": [1, 55, -3], "radius": 10},
-                     {"name": "PCC", "center": [1, -61, 38], "radius": 10}]}
+SPHERES = {
+    "seeds": [
+        {"name": "mPFC", "center": [1, 55, -3], "radius": 10},
+        {"name": "PCC", "center": [1, -61, 38], "radius": 10},
+    ]
+}
 
 
 def brain_mask(shape=SHAPE, affine=AFFINE) -> np.ndarray:
     ijk = np.indices(shape).reshape(3, -1).T
     xyz = nb.affines.apply_affine(affine, ijk)
-    return (((xyz - [0, -18, 15]) ** 2 / np.array([70, 100, 80]) ** 2).sum(axis=1) <= 1).reshape(shape)
+    return (((xyz - [0, -18, 15]) ** 2 / np.array([70, 100, 80]) ** 2).sum(axis=1) <= 1).reshape(
+        shape
+    )
 
 
 def confounds_table(rng, n: int) -> pd.DataFrame:
-    table = pd.DataFrame({f"{a}_{b}": rng.standard_normal(n) * 0.1 for a in ("trans", "rot") for b in "xyz"})
+    table = pd.DataFrame(
+        {f"{a}_{b}": rng.standard_normal(n) * 0.1 for a in ("trans", "rot") for b in "xyz"}
+    )
     for column in list(table):
         table[f"{column}_derivative1"] = np.r_[np.nan, np.diff(table[column])]
     table["framewise_displacement"] = np.r_[np.nan, np.abs(rng.standard_normal(n - 1)) * 0.2]
@@ -34,17 +42,32 @@ def confounds_table(rng, n: int) -> pd.DataFrame:
     return table
 
 
-def make_dataset(root: Path, subjects=("01", "02"), runs=(None,), n_volumes: int = 60, seed: int = 0,
-                 space: str = "MNI152NLin2009cAsym") -> Path:
+def make_dataset(
+    root: Path,
+    subjects=("01", "02"),
+    runs=(None,),
+    n_volumes: int = 60,
+    seed: int = 0,
+    space: str = "MNI152NLin2009cAsym",
+) -> Path:
     """Write ``root/bids`` with ``derivatives/fmriprep`` and ``root/seeds.json``; return ``root/bids``."""
     rng = np.random.default_rng(seed)
     bids = Path(root) / "bids"
     fmriprep = bids / "derivatives" / "fmriprep"
     fmriprep.mkdir(parents=True, exist_ok=True)
-    (bids / "dataset_description.json").write_text(json.dumps({"Name": "t", "BIDSVersion": "1.9.0"}))
-    (fmriprep / "dataset_description.json").write_text(json.dumps(
-        {"Name": "fMRIPrep", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
-         "GeneratedBy": [{"Name": "fMRIPrep"}]}))
+    (bids / "dataset_description.json").write_text(
+        json.dumps({"Name": "t", "BIDSVersion": "1.9.0"})
+    )
+    (fmriprep / "dataset_description.json").write_text(
+        json.dumps(
+            {
+                "Name": "fMRIPrep",
+                "BIDSVersion": "1.9.0",
+                "DatasetType": "derivative",
+                "GeneratedBy": [{"Name": "fMRIPrep"}],
+            }
+        )
+    )
     mask = brain_mask()
     for subject in subjects:
         func = fmriprep / f"sub-{subject}" / "func"
@@ -52,14 +75,23 @@ def make_dataset(root: Path, subjects=("01", "02"), runs=(None,), n_volumes: int
         for run in runs:
             prefix = f"sub-{subject}_task-rest" + (f"_run-{run}" if run else "")
             spaced = f"{prefix}_space-{space}"
-            nb.save(nb.Nifti1Image(mask.astype(np.uint8), AFFINE), func / f"{spaced}_desc-brain_mask.nii.gz")
+            nb.save(
+                nb.Nifti1Image(mask.astype(np.uint8), AFFINE),
+                func / f"{spaced}_desc-brain_mask.nii.gz",
+            )
             shared = rng.standard_normal(n_volumes)
             data = 1000 + 10 * rng.standard_normal((*SHAPE, n_volumes))
             data += 5 * shared  # a global fluctuation
             data = (data * mask[..., None]).astype(np.float32)
             nb.save(nb.Nifti1Image(data, AFFINE), func / f"{spaced}_desc-preproc_bold.nii.gz")
-            (func / f"{spaced}_desc-preproc_bold.json").write_text(json.dumps({"RepetitionTime": 2.0}))
+            (func / f"{spaced}_desc-preproc_bold.json").write_text(
+                json.dumps({"RepetitionTime": 2.0})
+            )
             confounds_table(rng, n_volumes).to_csv(
-                func / f"{prefix}_desc-confounds_timeseries.tsv", sep="\t", index=False, na_rep="n/a")
+                func / f"{prefix}_desc-confounds_timeseries.tsv",
+                sep="\t",
+                index=False,
+                na_rep="n/a",
+            )
     (Path(root) / "seeds.json").write_text(json.dumps(SPHERES))
     return bids

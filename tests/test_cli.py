@@ -37,7 +37,16 @@ def assert_user_error(code, err, *words, out=None):
 
 
 def base_args(root, bids, *extra):
-    return [bids, root / "out", "participant", "-w", root / "work", "--seeds", root / "seeds.json", *extra]
+    return [
+        bids,
+        root / "out",
+        "participant",
+        "-w",
+        root / "work",
+        "--seeds",
+        root / "seeds.json",
+        *extra,
+    ]
 
 
 def test_version(capsys):
@@ -63,8 +72,14 @@ def test_no_outputs_for_task_or_space(dataset, capsys):
     assert_user_error(code, err, "MNI152NLin6Asym", out=root / "out")
 
 
-@pytest.mark.parametrize("label,words", [("07", ["07", "not found"]), ("../01", ["not a valid BIDS label"]),
-                                         ("sub-0/1", ["not a valid"])])
+@pytest.mark.parametrize(
+    "label,words",
+    [
+        ("07", ["07", "not found"]),
+        ("../01", ["not a valid BIDS label"]),
+        ("sub-0/1", ["not a valid"]),
+    ],
+)
 def test_bad_participant_labels(dataset, capsys, label, words):
     root, bids = dataset
     code, err = run_cli(capsys, *base_args(root, bids, "--participant-label", label))
@@ -116,17 +131,23 @@ def test_no_usable_tr(dataset, capsys):
 def test_band_pass_above_nyquist(dataset, capsys):
     root, bids = dataset
     strategy = root / "fast.yml"
-    strategy.write_text("name: fast\nconfounds: {motion: basic}\nfilter: {type: fft, low: 0.01, high: 0.3}\n")
+    strategy.write_text(
+        "name: fast\nconfounds: {motion: basic}\nfilter: {type: fft, low: 0.01, high: 0.3}\n"
+    )
     code, err = run_cli(capsys, *base_args(root, bids, "--denoise-strategy", strategy))
     assert_user_error(code, err, "Nyquist", "0.25", out=root / "out")
 
 
 def test_malformed_seed_file_and_seed_outside_brain(dataset, capsys):
     root, bids = dataset
-    (root / "seeds.json").write_text(json.dumps({"seeds": [{"name": "x", "center": [1, 2], "radius": 5}]}))
+    (root / "seeds.json").write_text(
+        json.dumps({"seeds": [{"name": "x", "center": [1, 2], "radius": 5}]})
+    )
     code, err = run_cli(capsys, *base_args(root, bids))
     assert_user_error(code, err, "seeds.json", "center", out=root / "out")
-    (root / "seeds.json").write_text(json.dumps({"seeds": [{"name": "far", "center": [0, 0, 200], "radius": 5}]}))
+    (root / "seeds.json").write_text(
+        json.dumps({"seeds": [{"name": "far", "center": [0, 0, 200], "radius": 5}]})
+    )
     code, err = run_cli(capsys, *base_args(root, bids))
     assert_user_error(code, err, "far", out=root / "out")
 
@@ -134,8 +155,11 @@ def test_malformed_seed_file_and_seed_outside_brain(dataset, capsys):
 @pytest.mark.parametrize("where", ["bids", "fmriprep", "inside"])
 def test_output_dir_inside_inputs(dataset, capsys, where):
     root, bids = dataset
-    out = {"bids": bids, "fmriprep": bids / "derivatives/fmriprep",
-           "inside": bids / "sub-01" / "out"}[where]
+    out = {
+        "bids": bids,
+        "fmriprep": bids / "derivatives/fmriprep",
+        "inside": bids / "sub-01" / "out",
+    }[where]
     code, err = main_err = run_cli(capsys, bids, out, "participant")
     assert_user_error(*main_err, "OUTPUT_DIR")
 

@@ -14,14 +14,41 @@ from bids_ketamine_fc.demo import generate_demo
 
 pytestmark = pytest.mark.integration
 
-STUDY_SEEDS = ["mPFC", "PCC", "ACC", "AInsulaL", "AInsulaR", "NAccL", "NAccR", "AmygdalaL", "AmygdalaR"]
+STUDY_SEEDS = [
+    "mPFC",
+    "PCC",
+    "ACC",
+    "AInsulaL",
+    "AInsulaR",
+    "NAccL",
+    "NAccR",
+    "AmygdalaL",
+    "AmygdalaR",
+]
 
 
 def run_participant(root, space="MNI152NLin2009cAsym", *extra):
-    env = dict(os.environ, TEMPLATEFLOW_HOME=str(root / "templateflow"), TEMPLATEFLOW_AUTOUPDATE="0",
-               NIPYPE_NO_ET="1")
-    command = [sys.executable, "-m", "bids_ketamine_fc.cli.run", str(root / "bids"), str(root / "out"),
-               "participant", "-w", str(root / "work"), "--nprocs", "2", "--space", space, *extra]
+    env = dict(
+        os.environ,
+        TEMPLATEFLOW_HOME=str(root / "templateflow"),
+        TEMPLATEFLOW_AUTOUPDATE="0",
+        NIPYPE_NO_ET="1",
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "bids_ketamine_fc.cli.run",
+        str(root / "bids"),
+        str(root / "out"),
+        "participant",
+        "-w",
+        str(root / "work"),
+        "--nprocs",
+        "2",
+        "--space",
+        space,
+        *extra,
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     return root / "out"
@@ -74,12 +101,20 @@ def test_planted_coupling_shows_in_the_maps(demo_run):
     truth = pd.read_csv(root / "ground_truth.tsv", sep="\t")
     values = []
     for pid in truth["participant_id"]:
-        path = out / pid / "func" / f"{pid}_task-rest_space-MNI152NLin2009cAsym_seed-mPFC_stat-z_boldmap.nii.gz"
+        path = (
+            out
+            / pid
+            / "func"
+            / f"{pid}_task-rest_space-MNI152NLin2009cAsym_seed-mPFC_stat-z_boldmap.nii.gz"
+        )
         values.append(sphere_mean(path, (4.0, -62.0, 42.0)))
     r = np.corrcoef(values, truth["planted_coupling"])[0, 1]
     assert r > 0.6, (values, truth["planted_coupling"].tolist())
     # The seed's own neighbourhood correlates strongly; a far region does not.
-    path = out / "sub-01/func/sub-01_task-rest_space-MNI152NLin2009cAsym_seed-mPFC_stat-z_boldmap.nii.gz"
+    path = (
+        out
+        / "sub-01/func/sub-01_task-rest_space-MNI152NLin2009cAsym_seed-mPFC_stat-z_boldmap.nii.gz"
+    )
     assert sphere_mean(path, (1.0, 55.0, -3.0), 6) > 1.0
     assert abs(sphere_mean(path, (0.0, -20.0, 60.0), 6)) < 0.5
 
@@ -88,14 +123,18 @@ def test_resumes_from_the_work_directory(demo_run):
     root, out = demo_run
     stamp = (out / "sub-01.html").stat().st_mtime
     run_participant(root, "MNI152NLin2009cAsym", "--participant-label", "sub-01")
-    cached = list((root / "work").rglob("denoise_sub01_taskrest/result_denoise_sub01_taskrest.pklz"))
+    cached = list(
+        (root / "work").rglob("denoise_sub01_taskrest/result_denoise_sub01_taskrest.pklz")
+    )
     assert cached and (out / "sub-01.html").stat().st_mtime >= stamp
 
 
 def test_mni152nlin6asym_las_grid(tmp_path):
     generate_demo(tmp_path, n_subjects=2, n_volumes=80, space="MNI152NLin6Asym", seed=4)
     out = run_participant(tmp_path, "MNI152NLin6Asym")
-    path = out / "sub-01/func/sub-01_task-rest_space-MNI152NLin6Asym_seed-mPFC_stat-z_boldmap.nii.gz"
+    path = (
+        out / "sub-01/func/sub-01_task-rest_space-MNI152NLin6Asym_seed-mPFC_stat-z_boldmap.nii.gz"
+    )
     img = nb.load(path)
     assert img.affine[0, 0] < 0  # LAS, as FSL's grid
     assert sphere_mean(path, (1.0, 55.0, -3.0), 6) > 1.0
