@@ -176,10 +176,11 @@ def reduce_dimensions(coef: np.ndarray, n_dims: int) -> np.ndarray:
     if coef.shape[0] <= n_dims:
         return coef.astype(np.float32)
     # The k x k Gram matrix is small; its eigenvectors are U.
-    gram = coef.astype(np.float64) @ coef.T.astype(np.float64)
+    coef = np.asarray(coef, dtype=np.float32)
+    gram = (coef @ coef.T).astype(np.float64)
     _, vectors = np.linalg.eigh(gram)
-    leading = vectors[:, ::-1][:, :n_dims]
-    return (leading.T @ coef).astype(np.float32)
+    leading = vectors[:, ::-1][:, :n_dims].astype(np.float32)
+    return leading.T @ coef
 
 
 def _smooth_coefficients(coef: np.ndarray, mask: np.ndarray, affine: np.ndarray, fwhm: float):

@@ -150,11 +150,15 @@ def write_reduced_data(
         position = np.searchsorted(brain_voxel_index(corr.mask), keep)
         blocks.append(np.load(result["reduced"])[:, position])
     n_dims = max(block.shape[0] for block in blocks)
-    reduced = reduce_dimensions(np.concatenate(blocks), n_dims)
-    volumes = np.stack([to_volume(row, common, fill=0.0) for row in reduced], axis=-1)
+    reduced = blocks[0] if len(blocks) == 1 else reduce_dimensions(np.concatenate(blocks), n_dims)
+    volumes = np.zeros((common.size, reduced.shape[0]), dtype=np.float32)
+    volumes[keep] = reduced.T
+    volumes = volumes.reshape((*common.shape, reduced.shape[0]), order="F")
     stem = output_dir / f"sub-{subject}" / "func" / reduced_data_name(subject, task, space_entities)
     img = nb.Nifti1Image(volumes, loaded[0][2])
     img.header.set_xyzt_units("mm")
+    # Scaled int16 (relative precision ~3e-5 of the range) halves the file and the gzip time.
+    img.set_data_dtype(np.int16)
     atomic_save_img(img, Path(f"{stem}.nii.gz"))
     atomic_write_text(
         Path(f"{stem}.json"),

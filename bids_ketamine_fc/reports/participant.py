@@ -16,6 +16,7 @@ from bids_ketamine_fc.utils.io import atomic_write_text
 STYLE = (
     "body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse}"
     "td,th{border:1px solid #ccc;padding:2px 6px;font-size:90%}img{max-width:100%}"
+    "img.map{width:36em;image-rendering:pixelated}"
 )
 
 
@@ -26,28 +27,26 @@ def png_base64(fig) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def seed_montage(maps: dict[str, str]) -> str:
-    """Plot one axial, coronal and sagittal slice through each map's peak; return a base64 PNG."""
-    import matplotlib
+def seed_montage(path: str, vmax: float = 1.0) -> str:
+    """Return a base64 PNG of an axial, coronal and sagittal slice through a map's peak.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    The slices are colour-mapped and written with ``matplotlib.image.imsave`` (one pixel per voxel,
+    scaled by the browser): a figure per seed with axes costs ~0.2 s, this a few milliseconds.
+    """
+    from matplotlib import colormaps
+    from matplotlib.image import imsave
 
-    fig, axes = plt.subplots(len(maps), 3, figsize=(7, 2.2 * len(maps)), squeeze=False)
-    for row, (seed, path) in enumerate(maps.items()):
-        data = np.asarray(nb.load(path).dataobj, dtype=np.float32)
-        finite = np.nan_to_num(data, nan=0.0)
-        peak = np.unravel_index(np.argmax(finite), data.shape)
-        slices = (finite[:, :, peak[2]], finite[:, peak[1], :], finite[peak[0], :, :])
-        for col, image in enumerate(slices):
-            ax = axes[row, col]
-            ax.imshow(image.T, origin="lower", cmap="RdBu_r", vmin=-1, vmax=1)
-            ax.set_axis_off()
-        axes[row, 0].set_title(f"{seed} (Fisher z, peak slices)", loc="left", fontsize=9)
-    fig.tight_layout()
-    encoded = png_base64(fig)
-    plt.close(fig)
-    return encoded
+    img = nb.as_closest_canonical(nb.load(path))
+    data = np.nan_to_num(np.asarray(img.dataobj, dtype=np.float32), nan=0.0)
+    peak = np.unravel_index(np.argmax(data), data.shape)
+    slices = [data[:, :, peak[2]].T, data[:, peak[1], :].T, data[peak[0], :, :].T]
+    height = max(piece.shape[0] for piece in slices)
+    padded = [np.pad(piece, ((height - piece.shape[0], 0), (0, 2))) for piece in slices]
+    montage = np.hstack(padded)[::-1]  # rows from superior/anterior down, as on screen
+    rgba = colormaps["RdBu_r"]((np.clip(montage, -vmax, vmax) + vmax) / (2 * vmax))
+    buffer = io.BytesIO()
+    imsave(buffer, rgba, format="png")
+    return base64.b64encode(buffer.getvalue()).decode()
 
 
 def write_participant_report(
@@ -87,8 +86,15 @@ def write_participant_report(
     if maps:
         parts += [
             "<h2>Seed-to-voxel connectivity (subject level)</h2>",
-            f"<img alt='seed maps' src='data:image/png;base64,{seed_montage(maps)}'>",
+            "<p>Fisher z (colour scale -1 to 1, red positive), axial, coronal and sagittal slices "
+            "through each map's peak (neurological convention: the subject's left on the left)./p>",
         ]
+        for seed, path in maps.items():
+            parts.append(
+                f"<figure><figcaption>{html.escape(seed)}</figcaption><img class='map' "
+                f"alt='{html.escape(seed)}' src='data:image/png;base64,{seed_montage(path)}'>"
+                "</figure>"
+            )
     if settings_text:
         parts += ["<h2>Settings</h2>", f"<pre>{html.escape(settings_text)}</pre>"]
     parts.append("</body></html>")
