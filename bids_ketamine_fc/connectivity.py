@@ -203,7 +203,7 @@ def _smooth_coefficients(coef: np.ndarray, mask: np.ndarray, affine: np.ndarray,
     # Array axes reversed (z, y, x): a C-ordered volume then matches the Fortran voxel order.
     mask_t = np.asarray(mask, dtype=bool).T
     sigma = gaussian_sigma_vox(fwhm, affine)[::-1]
-    box = tuple(slice(s.start, s.stop) for s in _bounding_box(mask_t))
+    box = _bounding_box(mask_t)
     sub_mask = mask_t[box]
     volumes = np.zeros((coef.shape[0], *sub_mask.shape), dtype=np.float32)
     flat = volumes.reshape(coef.shape[0], -1)

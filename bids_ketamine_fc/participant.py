@@ -63,7 +63,12 @@ def prepare_confounds(confounds_file: Path, strategy: Strategy, dummy_scans: int
         )
     else:
         fd = np.zeros(len(table))
-    return regressors.iloc[n_dummy:].to_numpy(float), fd[n_dummy:], n_dummy, list(regressors.columns)
+    return (
+        regressors.iloc[n_dummy:].to_numpy(float),
+        fd[n_dummy:],
+        n_dummy,
+        list(regressors.columns),
+    )
 
 
 def process_run(run: dict, strategy: Strategy, options: dict, out_dir: Path) -> dict:
@@ -129,6 +134,7 @@ def process_run(run: dict, strategy: Strategy, options: dict, out_dir: Path) -> 
         censor=censor,
     )
     qc["dof"] = operator.dof
+    qc["n_regressors"] = operator.n_regressors
     if operator.dof < 3:
         return _excluded(run, qc, out_dir, f"only {operator.dof} temporal degrees of freedom left")
     corr = seed_correlation(

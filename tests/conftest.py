@@ -27,23 +27,53 @@ _HOSPA_BLOBS = {
 _FOV_MM = ((-40.0, 40.0), (-40.0, 30.0), (-40.0, 20.0))  # generated atlases' field of view
 
 
-def _generated_label_image(voxel_mm: float, orientation: str = "RAS") -> nb.Nifti1Image:
-    """Return the generated HOSPA-like label image on a ``voxel_mm`` grid, RAS or LAS."""
-    shape = [int((hi - lo) / voxel_mm) + 1 for lo, hi in _FOV_MM]
+def _generated_label_image(
+    voxel_mm: float, orientation: str = "RAS", blobs=None, fov=_FOV_MM
+) -> nb.Nifti1Image:
+    """Return a generated label image (HOSPA-like by default) on a ``voxel_mm`` grid, RAS or LAS."""
+    blobs = _HOSPA_BLOBS if blobs is None else blobs
+    shape = [int((hi - lo) / voxel_mm) + 1 for lo, hi in fov]
     affine = np.diag([voxel_mm, voxel_mm, voxel_mm, 1.0])
-    affine[:3, 3] = [lo for lo, _ in _FOV_MM]
+    affine[:3, 3] = [lo for lo, _ in fov]
     if orientation == "LAS":
-        affine[0, 0], affine[0, 3] = -voxel_mm, _FOV_MM[0][1]
+        affine[0, 0], affine[0, 3] = -voxel_mm, fov[0][1]
     ijk = np.indices(shape).reshape(3, -1).T
     xyz = nb.affines.apply_affine(affine, ijk)
     labels = np.zeros(len(xyz), dtype=np.uint8)
-    for value, (_, centre, radius) in _HOSPA_BLOBS.items():
+    for value, (_, centre, radius) in blobs.items():
         labels[np.linalg.norm(xyz - centre, axis=1) <= radius] = value
     return nb.Nifti1Image(labels.reshape(shape), affine)
 
 
 def _hospa_tsv() -> str:
     rows = ["index\tname"] + [f"{k}\t{name}" for k, (name, _, _) in _HOSPA_BLOBS.items()]
+    return "\n".join(rows) + "\n"
+
+
+# Generated stand-ins for Schaefer2018 200Parcels7Networks (Yeo-7 names), left (1-8) and right
+# (101-108) halves mirrored; value -> (name, MNI centre in mm, radius in mm).
+_SCHAEFER_LEFT = [
+    ("Vis_1", (-14.0, -90.0, 4.0), 12.0),
+    ("SomMot_1", (-38.0, -22.0, 56.0), 12.0),
+    ("DorsAttn_Post_1", (-26.0, -62.0, 54.0), 8.0),
+    ("SalVentAttn_Med_1", (-4.0, 22.0, 36.0), 8.0),
+    ("Limbic_TempPole_1", (-30.0, 10.0, -30.0), 8.0),
+    ("Cont_PFCl_1", (-44.0, 30.0, 28.0), 8.0),
+    ("Default_PFC_1", (-4.0, 54.0, -2.0), 12.0),
+    ("Default_pCunPCC_1", (-4.0, -60.0, 36.0), 12.0),
+]
+_SCHAEFER_BLOBS = {
+    k + offset: (f"7Networks_{hemi}_{name}", (sign * x, y, z), radius)
+    for offset, hemi, sign in ((1, "LH", 1.0), (101, "RH", -1.0))
+    for k, (name, (x, y, z), radius) in enumerate(_SCHAEFER_LEFT)
+}
+_SCHAEFER_FOV_MM = ((-70.0, 70.0), (-106.0, 76.0), (-40.0, 70.0))
+_SCHAEFER = "atlas-Schaefer2018_desc-200Parcels7Networks_dseg"
+_SCHAEFER_IMG = (_SCHAEFER_BLOBS, _SCHAEFER_FOV_MM)
+
+
+def _schaefer_tsv() -> str:
+    rows = ["index\tname"] + [f"{k}\t{name}" for k, (name, _, _) in _SCHAEFER_BLOBS.items()]
     return "\n".join(rows) + "\n"
 
 
@@ -58,6 +88,10 @@ _TF_FILES = [
     ("MNI152NLin6Asym", "atlas-HOSPA_dseg.tsv", _hospa_tsv),
     ("MNI152NLin6Asym", "res-01_atlas-HOCPA_desc-th25_dseg.nii.gz", None),
     ("MNI152NLin6Asym", "res-02_atlas-HOCPA_desc-th25_dseg.nii.gz", None),
+    ("MNI152NLin2009cAsym", f"res-02_{_SCHAEFER}.nii.gz", (2.0, "RAS", *_SCHAEFER_IMG)),
+    ("MNI152NLin2009cAsym", f"{_SCHAEFER}.tsv", _schaefer_tsv),
+    ("MNI152NLin6Asym", f"res-02_{_SCHAEFER}.nii.gz", (2.0, "LAS", *_SCHAEFER_IMG)),
+    ("MNI152NLin6Asym", f"{_SCHAEFER}.tsv", _schaefer_tsv),
 ]
 
 

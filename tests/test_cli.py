@@ -160,8 +160,8 @@ def test_output_dir_inside_inputs(dataset, capsys, where):
         "fmriprep": bids / "derivatives/fmriprep",
         "inside": bids / "sub-01" / "out",
     }[where]
-    code, err = main_err = run_cli(capsys, bids, out, "participant")
-    assert_user_error(*main_err, "OUTPUT_DIR")
+    code, err = run_cli(capsys, bids, out, "participant")
+    assert_user_error(code, err, "OUTPUT_DIR")
 
 
 def test_too_few_volumes_excludes_run_then_fails_when_nothing_left(tmp_path, capsys):

@@ -114,7 +114,7 @@ def _run_dict(run: RunInputs) -> dict:
 
 
 def _node_label(run: RunInputs) -> str:
-    return run.prefix.replace("-", "").replace("_", "_")
+    return run.prefix.replace("-", "")
 
 
 def _mem_gb(run: RunInputs) -> float:
