@@ -219,7 +219,7 @@ def _load_atlas(space: str, resolution: int | None, atlas: str):
                 tsv = templates.get_template_file(template, None, extension=".tsv", **query)
             except UserInputError:
                 continue
-            names = _read_names(tsv)
+            names = read_label_names(tsv)
             break
         if names is None:
             raise UserInputError(f"no TSV of {atlas} label names in TemplateFlow")
@@ -230,7 +230,7 @@ def _load_atlas(space: str, resolution: int | None, atlas: str):
     return data, np.linalg.inv(img.affine), names
 
 
-def _read_names(path) -> dict[int, str]:
+def read_label_names(path) -> dict[int, str]:
     """Read a TemplateFlow dseg TSV (``index``/``name`` columns, else the first two)."""
     table = pd.read_csv(path, sep="\t")
     index = "index" if "index" in table.columns else table.columns[0]

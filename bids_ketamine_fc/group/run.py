@@ -34,7 +34,7 @@ from bids_ketamine_fc.utils.io import atomic_save_img, atomic_write_text, atomic
 LOGGER = logging.getLogger(__name__)
 
 STATS = ("t", "z", "p", "effect", "g")
-_STAT_DESCRIPTIONS = {
+STAT_DESCRIPTIONS = {
     "t": "t statistic of the contrast (equal-variance OLS, as CONN/SPM).",
     "z": "z of equal one-sided p as t (computed from log p, does not saturate).",
     "p": "One-sided (upper-tail) uncorrected p value of t.",
@@ -45,7 +45,7 @@ _STAT_DESCRIPTIONS = {
 FLOAT_FORMAT = "%.6g"
 #: TFCE exponents for 3-D maps (Smith & Nichols 2009; FSL, PALM and nilearn defaults).
 TFCE_E, TFCE_H = 0.5, 2.0
-_INTENTS = {"t": "t test", "z": "z score", "p": "p value", "effect": "estimate"}
+STAT_INTENTS = {"t": "t test", "z": "z score", "p": "p value", "effect": "estimate"}
 
 
 def check_settings(settings: Settings) -> None:
@@ -100,11 +100,11 @@ def _write_stat_maps(settings, index, seed_maps, design, contrast, stats, sideca
             stat=stat,
         )
         img = maps.to_image(stats[stat], seed_maps.mask, seed_maps.affine)
-        if stat in _INTENTS:
+        if stat in STAT_INTENTS:
             params = (float(design.dof),) if stat == "t" else ()
-            img.header.set_intent(_INTENTS[stat], params)
+            img.header.set_intent(STAT_INTENTS[stat], params)
         atomic_save_img(img, path)
-        meta = dict(sidecar, Statistic=stat, Description=_STAT_DESCRIPTIONS[stat])
+        meta = dict(sidecar, Statistic=stat, Description=STAT_DESCRIPTIONS[stat])
         atomic_write_text(path.with_name(path.name.replace(".nii.gz", ".json")), _dumps(meta))
 
 
@@ -306,6 +306,9 @@ def run_group(settings: Settings) -> int:
         analysed |= set(used)
     subjects = _mark_unusable(subjects, analysed)
     _write_subjects(settings, subjects)
+    from bids_ketamine_fc.group.ica import run_group_ica
+
+    run_group_ica(settings, subjects[subjects["included"]], labeller)
     table = (
         pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=clusters.COLUMNS)
     )
