@@ -1,4 +1,4 @@
-"""End-to-end participant level on small generated datasets (the demo generator, fewer subjects)."""
+"""End to end on small generated datasets (the demo generator, fewer subjects): both levels."""
 
 import json
 import os
@@ -138,3 +138,51 @@ def test_mni152nlin6asym_las_grid(tmp_path):
     img = nb.load(path)
     assert img.affine[0, 0] < 0  # LAS, as FSL's grid
     assert sphere_mean(path, (1.0, 55.0, -3.0), 6) > 1.0
+
+
+def test_group_level_after_the_participant_level(demo_run):
+    root, out = demo_run
+    env = dict(
+        os.environ,
+        TEMPLATEFLOW_HOME=str(root / "templateflow"),
+        NIPYPE_NO_ET="1",
+        TEMPLATEFLOW_AUTOUPDATE="0",
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "bids_ketamine_fc.cli.run",
+        str(root / "bids"),
+        str(out),
+        "group",
+        "-w",
+        str(root / "work"),
+        "--n-permutations",
+        "200",
+        "--random-seed",
+        "2",
+        "--ica-components",
+        "5",
+    ]
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    group = out / "group"
+    subjects = pd.read_csv(group / "subjects.tsv", sep="\t")
+    truth = pd.read_csv(root / "ground_truth.tsv", sep="\t")
+    assert subjects["included"].all() and len(subjects) == len(truth)
+    assert (
+        subjects.set_index("participant_id")["group"] == truth.set_index("participant_id")["group"]
+    ).all()
+    for name in (
+        "clusters.tsv",
+        "correlation.tsv",
+        "prediction.tsv",
+        "group.html",
+        "ica/components.tsv",
+    ):
+        assert (group / name).exists(), name
+    components = pd.read_csv(group / "ica/components.tsv", sep="\t")
+    assert len(components) == 5 and components["selected"].sum() == 1
+    assert list(
+        (group / "seed-mPFC").glob("*_model-groupsAge_contrast-NRgtR_stat-t_boldmap.nii.gz")
+    )
