@@ -12,6 +12,9 @@ import pandas as pd
 VOXEL = 6.0
 AFFINE = np.array([[VOXEL, 0, 0, -96], [0, VOXEL, 0, -132], [0, 0, VOXEL, -78], [0, 0, 0, 1]])
 SHAPE = (33, 39, 33)
+STUDY_SEEDS = [
+    "mPFC", "PCC", "ACC", "AInsulaL", "AInsulaR", "NAccL", "NAccR", "AmygdalaL", "AmygdalaR",
+]  # fmt: skip
 SPHERES = {
     "seeds": [
         {"name": "mPFC", "center": [1, 55, -3], "radius": 10},

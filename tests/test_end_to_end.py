@@ -9,22 +9,11 @@ import nibabel as nb
 import numpy as np
 import pandas as pd
 import pytest
+from datasets import STUDY_SEEDS
 
 from bids_ketamine_fc.demo import generate_demo
 
 pytestmark = pytest.mark.integration
-
-STUDY_SEEDS = [
-    "mPFC",
-    "PCC",
-    "ACC",
-    "AInsulaL",
-    "AInsulaR",
-    "NAccL",
-    "NAccR",
-    "AmygdalaL",
-    "AmygdalaR",
-]
 
 
 def run_participant(root, space="MNI152NLin2009cAsym", *extra):

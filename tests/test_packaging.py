@@ -24,22 +24,12 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+from datasets import STUDY_SEEDS
 
 from bids_ketamine_fc import __version__
 from bids_ketamine_fc.cli.parser import get_parser
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDY_SEEDS = [
-    "mPFC",
-    "PCC",
-    "ACC",
-    "AInsulaL",
-    "AInsulaR",
-    "NAccL",
-    "NAccR",
-    "AmygdalaL",
-    "AmygdalaR",
-]
 BOUTIQUES_TYPES = {"String", "File", "Number"}
 
 

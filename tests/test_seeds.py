@@ -11,6 +11,7 @@ import nibabel as nb
 import numpy as np
 import pytest
 import yaml
+from datasets import STUDY_SEEDS
 from nilearn.maskers import NiftiLabelsMasker, NiftiSpheresMasker
 
 from bids_ketamine_fc.exceptions import UserInputError
@@ -18,17 +19,6 @@ from bids_ketamine_fc.seeds import Seed, load_seed_set, resolve_seeds, seed_inde
 from bids_ketamine_fc.templates import sphere_voxels
 
 DATA = Path(__file__).parents[1].parent / "shared" / "data"
-STUDY_NAMES = [
-    "mPFC",
-    "PCC",
-    "ACC",
-    "AInsulaL",
-    "AInsulaR",
-    "NAccL",
-    "NAccR",
-    "AmygdalaL",
-    "AmygdalaR",
-]
 SPACES = ("MNI152NLin2009cAsym", "MNI152NLin6Asym")
 pytestmark = pytest.mark.filterwarnings("ignore:boolean values for 'standardize':FutureWarning")
 
@@ -81,7 +71,7 @@ def _write(path: Path, content) -> Path:
 
 def test_study_seed_set():
     seeds = load_seed_set("study")
-    assert [s.name for s in seeds] == STUDY_NAMES
+    assert [s.name for s in seeds] == STUDY_SEEDS
     by_name = {s.name: s for s in seeds}
     assert by_name["mPFC"].centre == (1.0, 55.0, -3.0)
     assert by_name["PCC"].centre == (1.0, -61.0, 38.0)
