@@ -76,6 +76,8 @@ def test_regbp_operator_equals_explicit_regression_then_conn_filter():
     assert np.allclose(op.basis @ (y @ op.coef), expected, atol=1e-5)
 
 
+# Our operator regresses un-standardised confounds on purpose; nilearn warns about that choice.
+@pytest.mark.filterwarnings("ignore:When confounds are provided")
 def test_simult_correlations_equal_nilearn_clean():
     rng = np.random.default_rng(4)
     n = 120
