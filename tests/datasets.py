@@ -49,6 +49,7 @@ def make_dataset(
     root: Path,
     subjects=("01", "02"),
     runs=(None,),
+    sessions=(None,),
     n_volumes: int = 60,
     seed: int = 0,
     space: str = "MNI152NLin2009cAsym",
@@ -73,28 +74,28 @@ def make_dataset(
     )
     mask = brain_mask()
     for subject in subjects:
-        func = fmriprep / f"sub-{subject}" / "func"
-        func.mkdir(parents=True, exist_ok=True)
-        for run in runs:
-            prefix = f"sub-{subject}_task-rest" + (f"_run-{run}" if run else "")
-            spaced = f"{prefix}_space-{space}"
-            nb.save(
-                nb.Nifti1Image(mask.astype(np.uint8), AFFINE),
-                func / f"{spaced}_desc-brain_mask.nii.gz",
-            )
-            shared = rng.standard_normal(n_volumes)
-            data = 1000 + 10 * rng.standard_normal((*SHAPE, n_volumes))
-            data += 5 * shared  # a global fluctuation
-            data = (data * mask[..., None]).astype(np.float32)
-            nb.save(nb.Nifti1Image(data, AFFINE), func / f"{spaced}_desc-preproc_bold.nii.gz")
-            (func / f"{spaced}_desc-preproc_bold.json").write_text(
-                json.dumps({"RepetitionTime": 2.0})
-            )
-            confounds_table(rng, n_volumes).to_csv(
-                func / f"{prefix}_desc-confounds_timeseries.tsv",
-                sep="\t",
-                index=False,
-                na_rep="n/a",
-            )
+        for session in sessions:
+            for run in runs:
+                _write_run(fmriprep, rng, mask, subject, session, run, n_volumes, space)
     (Path(root) / "seeds.json").write_text(json.dumps(SPHERES))
     return bids
+
+
+def _write_run(fmriprep, rng, mask, subject, session, run, n_volumes, space) -> None:
+    func = fmriprep / f"sub-{subject}" / (f"ses-{session}" if session else "") / "func"
+    func.mkdir(parents=True, exist_ok=True)
+    prefix = f"sub-{subject}" + (f"_ses-{session}" if session else "") + "_task-rest"
+    prefix += f"_run-{run}" if run else ""
+    spaced = f"{prefix}_space-{space}"
+    nb.save(
+        nb.Nifti1Image(mask.astype(np.uint8), AFFINE), func / f"{spaced}_desc-brain_mask.nii.gz"
+    )
+    shared = rng.standard_normal(n_volumes)
+    data = 1000 + 10 * rng.standard_normal((*SHAPE, n_volumes))
+    data += 5 * shared  # a global fluctuation
+    data = (data * mask[..., None]).astype(np.float32)
+    nb.save(nb.Nifti1Image(data, AFFINE), func / f"{spaced}_desc-preproc_bold.nii.gz")
+    (func / f"{spaced}_desc-preproc_bold.json").write_text(json.dumps({"RepetitionTime": 2.0}))
+    confounds_table(rng, n_volumes).to_csv(
+        func / f"{prefix}_desc-confounds_timeseries.tsv", sep="\t", index=False, na_rep="n/a"
+    )

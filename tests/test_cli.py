@@ -179,3 +179,25 @@ def test_too_few_volumes_excludes_run_then_fails_when_nothing_left(tmp_path, cap
     shutil.rmtree(tmp_path / "out")
     code, err = run_cli(capsys, *base_args(tmp_path, bids, "--participant-label", "01"))
     assert_user_error(code, err, "no usable run")
+
+
+def test_sessions_and_runs_are_combined_and_selected(tmp_path, capsys):
+    bids = make_dataset(
+        tmp_path, subjects=("01",), sessions=("1", "2"), runs=("1", "2"), n_volumes=40
+    )
+    code, err = run_cli(capsys, *base_args(tmp_path, bids, "--session-label", "ses-2"))
+    assert code == 0, err
+    out = tmp_path / "out" / "sub-01"
+    runs = sorted(p.name for p in out.rglob("*_seed-mPFC_stat-z_boldmap.nii.gz"))
+    assert runs == [
+        "sub-01_ses-2_task-rest_run-1_space-MNI152NLin2009cAsym_seed-mPFC_stat-z_boldmap.nii.gz",
+        "sub-01_ses-2_task-rest_run-2_space-MNI152NLin2009cAsym_seed-mPFC_stat-z_boldmap.nii.gz",
+        "sub-01_task-rest_space-MNI152NLin2009cAsym_seed-mPFC_stat-z_boldmap.nii.gz",
+    ]
+    sidecar = json.loads((out / "func" / runs[2].replace(".nii.gz", ".json")).read_text())
+    assert sidecar["Runs"] == ["sub-01_ses-2_task-rest_run-1", "sub-01_ses-2_task-rest_run-2"]
+    per_run = [
+        json.loads((out / "ses-2/func" / r.replace(".nii.gz", ".json")).read_text())
+        for r in runs[:2]
+    ]
+    assert sidecar["DegreesOfFreedom"] == sum(s["DegreesOfFreedom"] for s in per_run)

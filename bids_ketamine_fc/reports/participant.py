@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 from pathlib import Path
 
 import nibabel as nb
@@ -49,6 +50,21 @@ def seed_montage(path: str, vmax: float = 1.0) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
+def seed_table(maps: dict[str, str]) -> str:
+    """Return an HTML table of the seeds: type, voxels and coverage by the brain mask (sidecars)."""
+    rows = []
+    for seed, path in maps.items():
+        sidecar = Path(str(path).replace(".nii.gz", ".json"))
+        definition = json.loads(sidecar.read_text()).get("Seed", {}) if sidecar.exists() else {}
+        rows.append({
+            "seed": seed,
+            "type": definition.get("Type", "n/a"),
+            "voxels": definition.get("NumberOfVoxels", "n/a"),
+            "coverage by the brain mask": definition.get("Coverage", "n/a"),
+        })  # fmt: skip
+    return pd.DataFrame(rows).to_html(index=False, na_rep="n/a")
+
+
 def write_participant_report(
     subject: str, qc_rows: list[dict], maps: dict[str, str], out_file: Path, settings_text: str = ""
 ) -> Path:
@@ -87,7 +103,8 @@ def write_participant_report(
         parts += [
             "<h2>Seed-to-voxel connectivity (subject level)</h2>",
             "<p>Fisher z (colour scale -1 to 1, red positive), axial, coronal and sagittal slices "
-            "through each map's peak (neurological convention: the subject's left on the left)./p>",
+            "through each map's peak (neurological convention: the subject's left on the left).</p>",
+            seed_table(maps),
         ]
         for seed, path in maps.items():
             parts.append(
