@@ -7,6 +7,7 @@ the clusters of that seed.
 
 from __future__ import annotations
 
+import base64
 import html
 import logging
 import warnings
@@ -139,6 +140,49 @@ def _summary(settings: Settings, subjects: pd.DataFrame) -> str:
     return "<ul>" + "".join(f"<li>{item}</li>" for item in items) + "</ul>"
 
 
+def _read_tsv(path: Path) -> pd.DataFrame | None:
+    return pd.read_csv(path, sep="\t") if path.exists() else None
+
+
+def _png_file(path: Path) -> str:
+    encoded = base64.b64encode(path.read_bytes()).decode()
+    return f"<img alt='{html.escape(path.name)}' src='data:image/png;base64,{encoded}'>"
+
+
+def _brain_behaviour_section(group: Path) -> list[str]:
+    """Correlation and leave-one-out tables and plots, read back from the files just written."""
+    correlation = _read_tsv(group / "correlation.tsv")
+    if correlation is None:
+        return []
+    parts = ["<h2>Brain-behaviour correlation</h2>"]
+    if correlation.empty:
+        return [*parts, "<p>No significant cluster: nothing to correlate.</p>"]
+    if correlation.get("circular", pd.Series(dtype=bool)).astype(bool).any():
+        parts.append(
+            "<p><b>Circular:</b> clusters chosen by the R vs NR contrast give an inflated r "
+            "(the groups come from the same pain change); see the leave-one-out estimate.</p>"
+        )
+    parts.append(html_table(correlation))
+    parts += [_png_file(p) for p in sorted(group.glob("seed-*/*_scatter.png"))]
+    prediction = _read_tsv(group / "prediction.tsv")
+    if prediction is not None and not prediction.empty:
+        parts += ["<h3>Leave-one-out estimate</h3>", html_table(prediction)]
+        parts += [_png_file(p) for p in sorted(group.glob("seed-*/*_roc.png"))]
+    return parts
+
+
+def _ica_section(group: Path) -> list[str]:
+    """Group ICA: the components table and the R vs NR clusters of the selected components."""
+    components = _read_tsv(group / "ica" / "components.tsv")
+    if components is None:
+        return []
+    parts = ["<h2>Group ICA</h2>", html_table(components, components["selected"].to_numpy(bool))]
+    clusters = _read_tsv(group / "ica" / "clusters.tsv")
+    if clusters is not None:
+        parts += ["<h3>R vs NR in the selected components (RFT)</h3>", html_table(clusters)]
+    return parts
+
+
 def write_group_report(
     settings: Settings, index: MapIndex, subjects: pd.DataFrame, table: pd.DataFrame
 ) -> Path:
@@ -170,6 +214,8 @@ def write_group_report(
         parts += _seed_section(settings, index, seed, table)
     n_sig = int(np.sum(table["p_fwe"].to_numpy(dtype=float) < settings.cluster_p))
     parts.append(f"<p>{n_sig} cluster(s) with p(FWE) &lt; {settings.cluster_p:g} in all.</p>")
+    group = Path(settings.output_dir) / "group"
+    parts += _brain_behaviour_section(group) + _ica_section(group)
     parts.append("</body></html>")
     path = Path(settings.output_dir) / "group" / "group.html"
     LOGGER.info("Writing the group report %s.", path)
