@@ -16,7 +16,7 @@ from scipy import ndimage, stats
 
 from bids_ketamine_fc.config import Settings
 from bids_ketamine_fc.exceptions import UserInputError
-from bids_ketamine_fc.group import clusters, ica, ica_data, ica_match
+from bids_ketamine_fc.group import clusters, ica, ica_compare, ica_data, ica_match
 
 SPACE = "MNI152NLin2009cAsym"
 N_PER_GROUP = 10
@@ -172,7 +172,7 @@ def test_planted_group_difference_in_dmn_loading(study):
     assert list(on_disk.columns) == list(clusters.COLUMNS) and len(on_disk) == len(found)
     assert set(found["inference"]) == {"rft"} and set(found["model"]) == {"groups", "groupsAge"}
     table = pd.read_csv(_ica_dir(study) / "components.tsv", sep="\t")
-    label = ica_match.component_label(
+    label = ica_compare.component_label(
         int(table.loc[table["selected"], "component"].item()), N_COMPONENTS
     )
     significant = found[(found["p_fwe"] < 0.05) & (found["model"] == "groups")]

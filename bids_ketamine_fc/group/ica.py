@@ -14,8 +14,8 @@ zero-mean, so ``X`` is never centred over ``k``. Method (GIFT/MELODIC temporal c
    signed so that the largest absolute value is positive, ordered by explained variance;
 5. dual regression (FSL's, variance-normalised time courses) on ``X``: exact, as ``Q'Q = I``
    (:func:`dual_regression`);
-6. matching to the Yeo-7 networks and, for the selected (DMN) components, the R vs NR models of
-   the seed maps with random-field cluster inference (:mod:`.ica_match`).
+6. matching to the Yeo-7 networks (:mod:`.ica_match`) and, for the selected (DMN) components, the
+   R vs NR models of the seed maps with random-field cluster inference (:mod:`.ica_compare`).
 
 Outputs under ``OUTPUT_DIR/group/ica/`` (``<p>`` = ``space-<S>[_res-<R>]``): ``<p>_desc-ica_
 components.nii.gz``, ``<p>_desc-analysis_mask.nii.gz``, ``sub-<l>_<p>_desc-dualreg_components
@@ -41,7 +41,7 @@ import pandas as pd
 from bids_ketamine_fc import __version__
 from bids_ketamine_fc.config import Settings
 from bids_ketamine_fc.exceptions import UserInputError
-from bids_ketamine_fc.group import clusters, ica_match, maps
+from bids_ketamine_fc.group import clusters, ica_compare, ica_match, maps
 from bids_ketamine_fc.group.ica_data import (
     ReducedIndex,
     analysis_mask,
@@ -273,7 +273,7 @@ def _dual_regress_all(settings, index, mask, group_maps, selected) -> tuple[list
             "Sources": [str(path)],
             "ReducedVolumes": int(data.shape[0]),
         }
-        out = ica_match.ica_path(
+        out = ica_compare.ica_path(
             settings.output_dir, index.prefix, "components.nii.gz", subject=pid, desc="dualreg"
         )
         _save_maps(subject_maps, mask, index.affine, out, meta)
@@ -305,14 +305,14 @@ def _components_meta(settings: Settings, index, result: GroupICA, seed: int) -> 
 def _decompose(settings: Settings, index: ReducedIndex) -> tuple[np.ndarray, GroupICA]:
     """Find the analysis mask, run the group ICA and write the mask and the components."""
     mask = analysis_mask(index)
-    mask_path = ica_match.ica_path(
+    mask_path = ica_compare.ica_path(
         settings.output_dir, index.prefix, "mask.nii.gz", desc="analysis"
     )
     atomic_save_img(nb.Nifti1Image(mask.astype(np.uint8), index.affine), mask_path)
     seed = _random_state(settings)
     subject_data = (load_subject(path, mask) for path in index.files.values())
     result = group_ica(subject_data, settings.ica_components, seed)
-    path = ica_match.ica_path(settings.output_dir, index.prefix, "components.nii.gz", desc="ica")
+    path = ica_compare.ica_path(settings.output_dir, index.prefix, "components.nii.gz", desc="ica")
     _save_maps(
         result.maps, mask, index.affine, path, _components_meta(settings, index, result, seed)
     )
@@ -360,18 +360,18 @@ def run_group_ica(
             settings.space,
             settings.output_dir,
         )
-        return ica_match.empty_clusters()
+        return ica_compare.empty_clusters()
     missing = sorted(set(subjects["participant_id"]) - set(index.files))
     if missing:
         LOGGER.warning("Group ICA without %s (no reduced data).", ", ".join(missing))
-    ica_match.remove_stale(settings.output_dir)
+    ica_compare.remove_stale(settings.output_dir)
     mask, result = _decompose(settings, index)
     masks = ica_match.network_masks(
         index.space, index.template_resolution, index.shape, index.affine
     )
     table = ica_match.components_table(result.maps, masks, mask, networks)
     table.insert(1, "explained", result.explained)
-    ica_match.write_components(settings, table, networks)
+    ica_compare.write_components(settings, table, networks)
     selected = np.flatnonzero(table["selected"].to_numpy(dtype=bool))
     for _, row in table.iloc[selected].iterrows():
         LOGGER.info(
@@ -379,7 +379,7 @@ def run_group_ica(
         )
     used, selected_maps = _dual_regress_all(settings, index, mask, result.maps, selected)
     rows = subjects.set_index("participant_id").loc[used].reset_index()
-    found = ica_match.compare_groups(settings, index, mask, table, selected_maps, rows, labeller)
+    found = ica_compare.compare_groups(settings, index, mask, table, selected_maps, rows, labeller)
     LOGGER.info(
         "Group ICA: %d components of %d participants, %d voxels, done in %.1f s.",
         settings.ica_components,
