@@ -258,11 +258,7 @@ def write_dataset_description(settings) -> Path:
     from bids_ketamine_fc import __version__
     from bids_ketamine_fc.utils.io import atomic_write_text
 
-    generated = {
-        "Name": "bids_ketamine_fc",
-        "Version": __version__,
-        "CodeURL": "https://github.com/bids-apps/bids_ketamine_fc",
-    }
+    generated = {"Name": "bids_ketamine_fc", "Version": __version__}
     image = os.environ.get("BIDS_KETAMINE_FC_CONTAINER")
     if image:
         generated["Container"] = {"Type": "docker", "Tag": image}
