@@ -95,20 +95,10 @@ def write_clusters(settings: Settings, table: pd.DataFrame) -> Path:
 
 
 def _write_stats(settings, index, mask, stats: dict, dof: int, keys: dict, meta: dict) -> None:
-    from bids_ketamine_fc.group import run  # lazy: run.py calls this module
+    def path_of(stat):
+        return ica_path(settings.output_dir, index.prefix, "boldmap.nii.gz", stat=stat, **keys)
 
-    for stat in run.STATS:
-        path = ica_path(settings.output_dir, index.prefix, "boldmap.nii.gz", stat=stat, **keys)
-        img = maps.to_image(stats[stat], mask, index.affine)
-        if stat in run.STAT_INTENTS:
-            img.header.set_intent(run.STAT_INTENTS[stat], (float(dof),) if stat == "t" else ())
-        atomic_save_img(img, path)
-        text = json.dumps(
-            dict(meta, Statistic=stat, Description=run.STAT_DESCRIPTIONS[stat]),
-            indent=2,
-            default=lambda o: o.tolist(),
-        )
-        atomic_write_text(path.with_name(path.name.replace(".nii.gz", ".json")), text + "\n")
+    maps.write_stat_maps(stats, mask, index.affine, dof, meta, path_of)
 
 
 def _write_cluster_masks(settings, index, found: clusters.ClusterSet, keys: dict) -> None:

@@ -12,6 +12,7 @@ n_mask_voxels)`` float32 arrays whose columns follow ``numpy.flatnonzero(mask.ra
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import dataclass
@@ -298,6 +299,47 @@ def to_image(values: np.ndarray, mask: np.ndarray, affine: np.ndarray, fill: flo
     img.header.set_sform(affine, code=4)  # 4 = MNI152
     img.header.set_qform(affine, code=4)
     return img
+
+
+#: The statistic maps written for every model and contrast.
+STATS = ("t", "z", "p", "effect", "g")
+STAT_DESCRIPTIONS = {
+    "t": "t statistic of the contrast (equal-variance OLS, as CONN/SPM).",
+    "z": "z of equal one-sided p as t (computed from log p, does not saturate).",
+    "p": "One-sided (upper-tail) uncorrected p value of t.",
+    "effect": "Contrast of the betas (difference of mean Fisher z, covariate-adjusted).",
+    "g": "Hedges' g: effect over the residual SD times 1 - 3 / (4 dof - 1).",
+}
+STAT_INTENTS = {"t": "t test", "z": "z score", "p": "p value", "effect": "estimate"}
+
+
+def write_stat_maps(stats: dict, mask, affine, dof: float, sidecar: dict, path_of) -> None:
+    """Write the :data:`STATS` maps of one contrast, each with its JSON sidecar.
+
+    Parameters
+    ----------
+    stats : dict
+        Statistic name -> masked values (from :func:`~.glm.contrast_maps`).
+    mask, affine : numpy.ndarray
+        Analysis mask and its affine.
+    dof : float
+        Degrees of freedom (the t map's NIfTI intent parameter).
+    sidecar : dict
+        Metadata shared by the maps; ``Statistic`` and ``Description`` are added per map.
+    path_of : callable
+        ``path_of(stat) -> Path`` of the ``.nii.gz`` file.
+    """
+    from bids_ketamine_fc.utils.io import atomic_save_img, atomic_write_text
+
+    for stat in STATS:
+        path = Path(path_of(stat))
+        img = to_image(stats[stat], mask, affine)
+        if stat in STAT_INTENTS:
+            img.header.set_intent(STAT_INTENTS[stat], (float(dof),) if stat == "t" else ())
+        atomic_save_img(img, path)
+        meta = dict(sidecar, Statistic=stat, Description=STAT_DESCRIPTIONS[stat])
+        text = json.dumps(meta, indent=2, default=lambda o: o.tolist()) + "\n"
+        atomic_write_text(path.with_name(path.name.replace(".nii.gz", ".json")), text)
 
 
 #: Order of the entities in group-level file names (after ``space``/``res``).

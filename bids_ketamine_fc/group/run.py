@@ -33,19 +33,10 @@ from bids_ketamine_fc.utils.io import atomic_save_img, atomic_write_text, atomic
 
 LOGGER = logging.getLogger(__name__)
 
-STATS = ("t", "z", "p", "effect", "g")
-STAT_DESCRIPTIONS = {
-    "t": "t statistic of the contrast (equal-variance OLS, as CONN/SPM).",
-    "z": "z of equal one-sided p as t (computed from log p, does not saturate).",
-    "p": "One-sided (upper-tail) uncorrected p value of t.",
-    "effect": "Contrast of the betas (difference of mean Fisher z, covariate-adjusted).",
-    "g": "Hedges' g: effect over the residual SD times 1 - 3 / (4 dof - 1).",
-}
 #: Significant digits of the numbers in the TSV outputs.
 FLOAT_FORMAT = "%.6g"
 #: TFCE exponents for 3-D maps (Smith & Nichols 2009; FSL, PALM and nilearn defaults).
 TFCE_E, TFCE_H = 0.5, 2.0
-STAT_INTENTS = {"t": "t test", "z": "z score", "p": "p value", "effect": "estimate"}
 
 
 def check_settings(settings: Settings) -> None:
@@ -89,8 +80,8 @@ def _write_subjects(settings: Settings, subjects: pd.DataFrame) -> None:
 
 
 def _write_stat_maps(settings, index, seed_maps, design, contrast, stats, sidecar) -> None:
-    for stat in STATS:
-        path = maps.group_path(
+    def path_of(stat):
+        return maps.group_path(
             settings.output_dir,
             index,
             seed_maps.seed,
@@ -99,17 +90,8 @@ def _write_stat_maps(settings, index, seed_maps, design, contrast, stats, sideca
             contrast=contrast,
             stat=stat,
         )
-        img = maps.to_image(stats[stat], seed_maps.mask, seed_maps.affine)
-        if stat in STAT_INTENTS:
-            params = (float(design.dof),) if stat == "t" else ()
-            img.header.set_intent(STAT_INTENTS[stat], params)
-        atomic_save_img(img, path)
-        meta = dict(sidecar, Statistic=stat, Description=STAT_DESCRIPTIONS[stat])
-        atomic_write_text(path.with_name(path.name.replace(".nii.gz", ".json")), _dumps(meta))
 
-
-def _dumps(meta: dict) -> str:
-    return json.dumps(meta, indent=2, default=lambda o: o.tolist()) + "\n"
+    maps.write_stat_maps(stats, seed_maps.mask, seed_maps.affine, design.dof, sidecar, path_of)
 
 
 def _write_cluster_masks(settings, index, seed_maps, found, **keys) -> list[str]:
