@@ -16,31 +16,20 @@ from bids_ketamine_fc.demo import generate_demo
 pytestmark = pytest.mark.integration
 
 
-def run_participant(root, space="MNI152NLin2009cAsym", *extra):
-    env = dict(
-        os.environ,
-        TEMPLATEFLOW_HOME=str(root / "templateflow"),
-        TEMPLATEFLOW_AUTOUPDATE="0",
-        NIPYPE_NO_ET="1",
-    )
-    command = [
-        sys.executable,
-        "-m",
-        "bids_ketamine_fc.cli.run",
-        str(root / "bids"),
-        str(root / "out"),
-        "participant",
-        "-w",
-        str(root / "work"),
-        "--nprocs",
-        "2",
-        "--space",
-        space,
-        *extra,
-    ]
+def run_level(root, level, *extra):
+    """Run the command line on the demo in ``root`` (TemplateFlow home beside it); return OUTPUT_DIR."""
+    env = dict(os.environ, TEMPLATEFLOW_HOME=str(root / "templateflow"),
+               TEMPLATEFLOW_AUTOUPDATE="0", NIPYPE_NO_ET="1")  # fmt: skip
+    out = root / "out"
+    command = [sys.executable, "-m", "bids_ketamine_fc.cli.run", str(root / "bids"), str(out),
+               level, "-w", str(root / "work"), *extra]  # fmt: skip
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    return root / "out"
+    return out
+
+
+def run_participant(root, space="MNI152NLin2009cAsym", *extra):
+    return run_level(root, "participant", "--nprocs", "2", "--space", space, *extra)
 
 
 def sphere_mean(path, centre, radius=8.0):
@@ -131,30 +120,8 @@ def test_mni152nlin6asym_las_grid(tmp_path):
 
 def test_group_level_after_the_participant_level(demo_run):
     root, out = demo_run
-    env = dict(
-        os.environ,
-        TEMPLATEFLOW_HOME=str(root / "templateflow"),
-        NIPYPE_NO_ET="1",
-        TEMPLATEFLOW_AUTOUPDATE="0",
-    )
-    command = [
-        sys.executable,
-        "-m",
-        "bids_ketamine_fc.cli.run",
-        str(root / "bids"),
-        str(out),
-        "group",
-        "-w",
-        str(root / "work"),
-        "--n-permutations",
-        "200",
-        "--random-seed",
-        "2",
-        "--ica-components",
-        "5",
-    ]
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    options = ("--n-permutations", "200", "--random-seed", "2", "--ica-components", "5")
+    assert run_level(root, "group", *options) == out
     group = out / "group"
     subjects = pd.read_csv(group / "subjects.tsv", sep="\t")
     truth = pd.read_csv(root / "ground_truth.tsv", sep="\t")
