@@ -66,10 +66,8 @@ def write_components(
     settings: Settings, table: pd.DataFrame, networks: tuple[str, ...] = SELECTED_NETWORKS
 ) -> Path:
     """Write ``group/ica/components.tsv`` and its JSON sidecar (``networks``: those selected)."""
-    from bids_ketamine_fc.group.run import FLOAT_FORMAT  # lazy: run.py calls this module
-
     path = Path(settings.output_dir) / "group" / "ica" / "components.tsv"
-    atomic_write_tsv(table, path, float_format=FLOAT_FORMAT)
+    atomic_write_tsv(table, path, float_format=maps.FLOAT_FORMAT)
     sidecar = dict(COMPONENT_DESCRIPTIONS, SelectedNetworks=list(networks))
     atomic_write_text(path.with_suffix(".json"), json.dumps(sidecar, indent=2) + "\n")
     return path
@@ -77,11 +75,9 @@ def write_components(
 
 def write_clusters(settings: Settings, table: pd.DataFrame) -> Path:
     """Write ``group/ica/clusters.tsv`` (columns of ``group/clusters.tsv``) and its sidecar."""
-    from bids_ketamine_fc.group.run import FLOAT_FORMAT
-
     path = Path(settings.output_dir) / "group" / "ica" / "clusters.tsv"
     table = table.reindex(columns=list(clusters.COLUMNS))
-    atomic_write_tsv(table, path, float_format=FLOAT_FORMAT)
+    atomic_write_tsv(table, path, float_format=maps.FLOAT_FORMAT)
     sidecar = {
         "seed": {"Description": "The tested group ICA component, component-<k>."},
         "inference": {"Description": "rft: random field theory cluster p values (SPM12)."},

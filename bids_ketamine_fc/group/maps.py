@@ -301,6 +301,8 @@ def to_image(values: np.ndarray, mask: np.ndarray, affine: np.ndarray, fill: flo
     return img
 
 
+#: Significant digits of the numbers in the group TSV outputs.
+FLOAT_FORMAT = "%.6g"
 #: The statistic maps written for every model and contrast.
 STATS = ("t", "z", "p", "effect", "g")
 STAT_DESCRIPTIONS = {

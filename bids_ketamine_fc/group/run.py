@@ -33,8 +33,6 @@ from bids_ketamine_fc.utils.io import atomic_save_img, atomic_write_text, atomic
 
 LOGGER = logging.getLogger(__name__)
 
-#: Significant digits of the numbers in the TSV outputs.
-FLOAT_FORMAT = "%.6g"
 #: TFCE exponents for 3-D maps (Smith & Nichols 2009; FSL, PALM and nilearn defaults).
 TFCE_E, TFCE_H = 0.5, 2.0
 
@@ -74,7 +72,7 @@ def _subjects(settings: Settings, index: maps.MapIndex) -> pd.DataFrame:
 
 def _write_subjects(settings: Settings, subjects: pd.DataFrame) -> None:
     group_dir = Path(settings.output_dir) / "group"
-    atomic_write_tsv(subjects, group_dir / "subjects.tsv", float_format=FLOAT_FORMAT)
+    atomic_write_tsv(subjects, group_dir / "subjects.tsv", float_format=maps.FLOAT_FORMAT)
     sidecar = json.dumps(phenotype.column_descriptions(settings), indent=2)
     atomic_write_text(group_dir / "subjects.json", sidecar + "\n")
 
@@ -306,7 +304,9 @@ def run_group(settings: Settings) -> int:
 def write_clusters(settings: Settings, table: pd.DataFrame) -> Path:
     """Write ``group/clusters.tsv`` and its JSON sidecar (columns always present)."""
     path = Path(settings.output_dir) / "group" / "clusters.tsv"
-    atomic_write_tsv(table.reindex(columns=list(clusters.COLUMNS)), path, float_format=FLOAT_FORMAT)
+    atomic_write_tsv(
+        table.reindex(columns=list(clusters.COLUMNS)), path, float_format=maps.FLOAT_FORMAT
+    )
     sidecar = {
         "inference": {
             "Description": "How the cluster p values were obtained.",
