@@ -31,7 +31,10 @@ import pandas as pd  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
 from bids_ketamine_fc.config import Settings  # noqa: E402
-from bids_ketamine_fc.group import correlation, maps, prediction, rft  # noqa: E402
+from bids_ketamine_fc.group import maps  # noqa: E402
+from bids_ketamine_fc.group.behaviour import prediction  # noqa: E402
+from bids_ketamine_fc.group.behaviour import run as behaviour  # noqa: E402
+from bids_ketamine_fc.group.inference import rft  # noqa: E402
 
 SHAPE = (97, 115, 97)
 AFFINE = np.array([[2.0, 0, 0, -96], [0, 2, 0, -132], [0, 0, 2, -78], [0, 0, 0, 1]])
@@ -138,7 +141,7 @@ def main() -> None:
         subjects["improvement"].to_numpy(), settings.n_permutations, np.random.default_rng(0),
     )  # fmt: skip
     written = timed(
-        timing, "run_brain_behaviour", correlation.run_brain_behaviour, settings, index,
+        timing, "run_brain_behaviour", behaviour.run_brain_behaviour, settings, index,
         subjects, table,
     )  # fmt: skip
     summary = {

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage, stats
 
-from bids_ketamine_fc.group.permutation import permutation_test
+from bids_ketamine_fc.group.inference.permutation import permutation_test
 
 MASK = (
     Path(__file__).resolve().parents[2]

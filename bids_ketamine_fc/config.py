@@ -2,7 +2,8 @@
 
 Nothing here is global or mutable: every workflow factory and group-level function receives the
 :class:`Settings` instance it needs, and the instance is written next to the outputs
-(``OUTPUT_DIR/logs/config-<level>.json``) so a run can be audited and repeated.
+(``OUTPUT_DIR/logs/config-<level>.json``) so a run can be audited and repeated. The denoising node
+of one run receives only :class:`RunOptions`, the part of the settings a run needs.
 """
 
 from __future__ import annotations
@@ -90,3 +91,48 @@ class Settings:
         from bids_ketamine_fc.utils.io import atomic_write_text
 
         return atomic_write_text(Path(path), self.to_json() + "\n")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The settings one run's denoising needs (what the participant-level node receives).
+
+    Plain values only, so that nipype can hash and pass them (:meth:`to_dict`, ``RunOptions(**d)``).
+
+    Parameters
+    ----------
+    seeds : str
+        Seed set: ``"study"`` or an absolute path to a seed file.
+    denoise_strategy : str
+        Preset name or absolute path to a strategy file.
+    fd_threshold : float or None
+        Overrides the strategy's scrubbing threshold (mm) when given.
+    smoothing_fwhm : float
+        Gaussian kernel (mm) applied to the voxel series.
+    dummy_scans : int or None
+        Volumes dropped at the start (None: as the strategy says).
+    min_seed_coverage : float
+        Smallest fraction of a seed inside the brain mask.
+    min_volumes : int
+        Fewest volumes left after scrubbing for a run to be kept.
+    reduced_dims : int
+        Temporal dimensions of the reduced data written for group ICA (0: none).
+    """
+
+    seeds: str = DEFAULT_SEEDS
+    denoise_strategy: str = DEFAULT_STRATEGY
+    fd_threshold: float | None = None
+    smoothing_fwhm: float = 8.0
+    dummy_scans: int | None = None
+    min_seed_coverage: float = 0.5
+    min_volumes: int = 30
+    reduced_dims: int = 50
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RunOptions:
+        """Take the run's fields from ``settings``."""
+        return cls(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(cls)})
+
+    def to_dict(self) -> dict:
+        """Return the options as a plain dictionary."""
+        return dataclasses.asdict(self)

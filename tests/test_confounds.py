@@ -1,4 +1,4 @@
-"""Tests of bids_ketamine_fc.confounds on real fMRIPrep confounds tables and known answers."""
+"""Tests of bids_ketamine_fc.participant.confounds on real fMRIPrep confounds tables and known answers."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from bids_ketamine_fc.confounds import (
+from bids_ketamine_fc.exceptions import UserInputError
+from bids_ketamine_fc.participant.confounds import (
     art_outliers,
     global_signal_z,
     load_confounds_table,
@@ -23,8 +24,13 @@ from bids_ketamine_fc.confounds import (
     select_confounds,
     spike_regressors,
 )
-from bids_ketamine_fc.exceptions import UserInputError
-from bids_ketamine_fc.strategy import CompCor, Scrub, Strategy, list_presets, load_strategy
+from bids_ketamine_fc.participant.strategy import (
+    CompCor,
+    Scrub,
+    Strategy,
+    list_presets,
+    load_strategy,
+)
 
 DATA = Path(__file__).parents[1].parent / "shared" / "data"
 V21 = DATA / "confounds" / "nilearn_test-v21_desc-confounds_timeseries.tsv"

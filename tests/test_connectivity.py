@@ -2,7 +2,8 @@ import nibabel as nb
 import numpy as np
 import pytest
 
-from bids_ketamine_fc.connectivity import (
+from bids_ketamine_fc.exceptions import UserInputError
+from bids_ketamine_fc.participant.connectivity import (
     brain_voxel_index,
     combine_runs,
     fisher_z,
@@ -10,8 +11,11 @@ from bids_ketamine_fc.connectivity import (
     seed_correlation,
     to_volume,
 )
-from bids_ketamine_fc.denoising import build_operator, gaussian_sigma_vox, smooth_in_mask
-from bids_ketamine_fc.exceptions import UserInputError
+from bids_ketamine_fc.participant.denoising import (
+    build_operator,
+    gaussian_sigma_vox,
+    smooth_in_mask,
+)
 
 TR = 2.0
 
@@ -116,7 +120,7 @@ def test_read_brain_series_refuses_nan(tmp_path):
 
 
 def test_reduce_dimensions_keeps_leading_temporal_components():
-    from bids_ketamine_fc.connectivity import reduce_dimensions
+    from bids_ketamine_fc.participant.connectivity import reduce_dimensions
 
     rng = np.random.default_rng(5)
     coef = (rng.standard_normal((30, 8)) @ rng.standard_normal((8, 200))).astype(np.float32)

@@ -12,11 +12,13 @@ import pandas as pd
 import pytest
 from scipy import ndimage, stats
 
+from bids_ketamine_fc.cli.group import run_group
 from bids_ketamine_fc.config import Settings
 from bids_ketamine_fc.exceptions import UserInputError
-from bids_ketamine_fc.group import correlation, maps
-from bids_ketamine_fc.group.run import run_group
-from bids_ketamine_fc.reports import correlation as report
+from bids_ketamine_fc.group import maps
+from bids_ketamine_fc.group.behaviour import correlation, regions, tables
+from bids_ketamine_fc.group.behaviour import run as behaviour
+from bids_ketamine_fc.reports import behaviour as report
 
 SHAPE = (30, 36, 30)
 PLANTED = np.array([-11.0, -18.0, 7.0])
@@ -162,7 +164,8 @@ def _brain_behaviour(settings: Settings) -> dict:
     subjects = pd.read_csv(group / "subjects.tsv", sep="\t")
     table = pd.read_csv(group / "clusters.tsv", sep="\t")
     index = maps.find_subject_maps(settings)
-    return correlation.run_brain_behaviour(settings, index, subjects, table)
+    written = behaviour.run_brain_behaviour(settings, index, subjects, table)
+    return written | {"figures": report.write_figures(settings.output_dir, index, written)}
 
 
 def _read(settings: Settings, name: str) -> pd.DataFrame:
@@ -177,7 +180,7 @@ def test_planted_coupling_end_to_end(tmp_path, tf_home, caplog):
     table = _read(settings, "correlation.tsv")
     assert list(table.columns[:9]) == ["seed", "model", "contrast", "cluster", "n", "r", "p",
                                        "ci_low", "ci_high"]  # fmt: skip
-    assert list(table.columns) == list(report.CORRELATION_COLUMNS)
+    assert list(table.columns) == list(tables.CORRELATION_COLUMNS)
     row = table.iloc[0]
     assert len(table) == 1 and (row["seed"], row["contrast"], row["model"]) == (
         "mPFC", "NRgtR", "groups"
@@ -200,7 +203,7 @@ def test_planted_coupling_end_to_end(tmp_path, tf_home, caplog):
     assert row["r"] == pytest.approx(stats.pearsonr(values["value"], values["improvement"])[0])
 
     prediction = _read(settings, "prediction.tsv")
-    assert list(prediction.columns) == list(report.PREDICTION_COLUMNS) and len(prediction) == 1
+    assert list(prediction.columns) == list(tables.PREDICTION_COLUMNS) and len(prediction) == 1
     loo = prediction.iloc[0]
     assert loo["cv_r"] < -0.5 and loo["auc"] > 0.8 and loo["auc_p"] < 0.01
     assert loo["circular_r"] == pytest.approx(row["r"]) and loo["n_permutations"] == 1000
@@ -210,7 +213,7 @@ def test_planted_coupling_end_to_end(tmp_path, tf_home, caplog):
     assert len(written["figures"]) == 2
     assert all(Path(p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written["figures"])
 
-    again = correlation.run_brain_behaviour(
+    again = behaviour.run_brain_behaviour(
         settings, index, _read(settings, "subjects.tsv"), _read(settings, "clusters.tsv")
     )
     pd.testing.assert_frame_equal(again["correlation"], written["correlation"])  # seeded
@@ -243,10 +246,10 @@ def test_no_cluster_writes_headers_only(tmp_path, tf_home):
     settings = _with(make_dataset(tmp_path, coupling=0.0, n_per_group=4), covariates=())
     written = _brain_behaviour(settings)
     for name, columns in (
-        ("correlation.tsv", report.CORRELATION_COLUMNS),
-        ("cluster_values.tsv", report.VALUE_COLUMNS),
-        ("prediction.tsv", report.PREDICTION_COLUMNS),
-        ("prediction_folds.tsv", report.FOLD_COLUMNS),
+        ("correlation.tsv", tables.CORRELATION_COLUMNS),
+        ("cluster_values.tsv", tables.VALUE_COLUMNS),
+        ("prediction.tsv", tables.PREDICTION_COLUMNS),
+        ("prediction_folds.tsv", tables.FOLD_COLUMNS),
     ):
         lines = (settings.output_dir / "group" / name).read_text().splitlines()
         assert lines == ["\t".join(columns)]
@@ -274,7 +277,7 @@ def test_bad_roi_options(tmp_path, changes, message):
         changes = dict(changes, roi=tmp_path / changes["roi"])
     settings = _with(make_settings_only(tmp_path), **changes)
     with pytest.raises(UserInputError, match=message):
-        correlation.check_roi(settings, index)
+        regions.check_roi(settings, index)
 
 
 def make_settings_only(root: Path) -> Settings:
@@ -317,13 +320,13 @@ def test_a_correlation_inference_or_model_not_run_is_said(caplog):
          "cluster": [1], "p_fwe": [0.01]}
     )  # fmt: skip
     settings = _with(make_settings_only(Path(".")), inference=("rft",))
-    assert len(correlation._chosen_clusters(settings, table)) == 1
+    assert len(behaviour._chosen_clusters(settings, table)) == 1
     for changes, said in (
         ({"correlation_inference": "tfce"}, "--correlation-inference tfce was not run"),
         ({"correlation_model": "groupsAge", "covariates": ()}, "--correlation-model groupsAge"),
     ):
         caplog.clear()
         with caplog.at_level(logging.WARNING):
-            assert correlation._chosen_clusters(_with(settings, **changes), table).empty
+            assert behaviour._chosen_clusters(_with(settings, **changes), table).empty
         assert said in caplog.text
-    assert correlation._chosen_clusters(_with(settings, cluster_p=0.01), table).empty
+    assert behaviour._chosen_clusters(_with(settings, cluster_p=0.01), table).empty

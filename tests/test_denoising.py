@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from nilearn import signal
 
-from bids_ketamine_fc.denoising import (
+from bids_ketamine_fc.participant.denoising import (
     build_operator,
     butterworth_matrix,
     fft_bandpass_matrix,

@@ -9,7 +9,7 @@ import pytest
 from scipy import special, stats
 
 from bids_ketamine_fc.exceptions import UserInputError
-from bids_ketamine_fc.group import glm
+from bids_ketamine_fc.group.inference import glm
 
 SHAPE = (9, 10, 11)
 

@@ -11,10 +11,11 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 
+from bids_ketamine_fc.cli.group import run_group
 from bids_ketamine_fc.config import Settings
 from bids_ketamine_fc.exceptions import NoUsableDataError, UserInputError
-from bids_ketamine_fc.group import clusters, maps
-from bids_ketamine_fc.group.run import run_group
+from bids_ketamine_fc.group import maps
+from bids_ketamine_fc.group.inference import clusters
 
 SHAPE = (30, 36, 30)
 PLANTED = np.array([-11.0, -18.0, 7.0])  # Left Thalamus in the generated HOSPA of conftest

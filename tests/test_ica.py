@@ -16,7 +16,12 @@ from scipy import ndimage, stats
 
 from bids_ketamine_fc.config import Settings
 from bids_ketamine_fc.exceptions import UserInputError
-from bids_ketamine_fc.group import clusters, ica, ica_compare, ica_data, ica_match
+from bids_ketamine_fc.group.ica import compare as ica_compare
+from bids_ketamine_fc.group.ica import data as ica_data
+from bids_ketamine_fc.group.ica import decompose as ica
+from bids_ketamine_fc.group.ica import match as ica_match
+from bids_ketamine_fc.group.ica import run as ica_run
+from bids_ketamine_fc.group.inference import clusters
 
 SPACE = "MNI152NLin2009cAsym"
 N_PER_GROUP = 10
@@ -102,7 +107,7 @@ def study(tmp_path_factory, tf_home):
     subjects, mask, sources = _make_study(root)
     settings = _settings(root, root / "out")
     labeller = clusters.PeakLabeller(SPACE, 2)
-    found = ica.run_group_ica(settings, subjects, labeller)
+    found = ica_run.run_group_ica(settings, subjects, labeller)
     return {
         "root": root,
         "settings": settings,
@@ -211,7 +216,7 @@ def test_rerun_with_the_same_seed_is_identical(study, tmp_path):
     for pid in study["subjects"]["participant_id"]:
         os.symlink(study["settings"].output_dir / pid, out / pid)
     settings = _settings(study["root"], out)
-    found = ica.run_group_ica(settings, study["subjects"], study["labeller"])
+    found = ica_run.run_group_ica(settings, study["subjects"], study["labeller"])
     pd.testing.assert_frame_equal(found, study["clusters"])
     for name in (
         f"space-{SPACE}_desc-ica_components.nii.gz",
@@ -304,7 +309,9 @@ def test_match_components_picks_the_best_per_network():
 def test_no_reduced_data_skips_with_a_warning(tmp_path, caplog):
     subjects = pd.DataFrame({"participant_id": ["sub-01"], "group": ["R"]})
     with caplog.at_level(logging.WARNING):
-        found = ica.run_group_ica(_settings(tmp_path, tmp_path / "out"), subjects, labeller=None)
+        found = ica_run.run_group_ica(
+            _settings(tmp_path, tmp_path / "out"), subjects, labeller=None
+        )
     assert found.empty and list(found.columns) == list(clusters.COLUMNS)
     assert "Group ICA skipped" in caplog.text
     assert not (tmp_path / "out" / "group").exists()

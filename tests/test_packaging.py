@@ -77,7 +77,7 @@ def _package_data_patterns() -> list[str]:
 
 def test_presets_and_seeds_are_package_data():
     yaml = pytest.importorskip("yaml")
-    from bids_ketamine_fc.strategy import list_presets, load_strategy
+    from bids_ketamine_fc.participant.strategy import list_presets, load_strategy
 
     data = resources.files("bids_ketamine_fc").joinpath("data")
     presets = sorted(p.name for p in data.joinpath("denoise").iterdir() if p.name.endswith(".yml"))
@@ -318,7 +318,7 @@ def test_documented_seed_files_load(tmp_path):
     nb = pytest.importorskip("nibabel")
     import numpy as np
 
-    from bids_ketamine_fc.seeds import load_seed_set
+    from bids_ketamine_fc.participant.seeds import load_seed_set
 
     rst = (ROOT / "docs" / "seeds.rst").read_text()
     (tmp_path / "masks").mkdir()
@@ -336,7 +336,7 @@ def test_documented_seed_files_load(tmp_path):
 
 
 def test_documented_strategy_file_loads(tmp_path):
-    from bids_ketamine_fc.strategy import load_strategy
+    from bids_ketamine_fc.participant.strategy import load_strategy
 
     blocks = _code_blocks((ROOT / "docs" / "denoising.rst").read_text(), "yaml")
     assert blocks

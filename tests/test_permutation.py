@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from scipy import linalg, ndimage, stats
 
-from bids_ketamine_fc.group.permutation import (
+from bids_ketamine_fc.group.inference.permutation import (
     cluster_p_fwe,
     permutation_test,
     permutations,
 )
-from bids_ketamine_fc.group.sparse_clusters import neighbour_table
-from bids_ketamine_fc.group.tfce import tfce_map, tfce_maxima
+from bids_ketamine_fc.group.inference.sparse_clusters import neighbour_table
+from bids_ketamine_fc.group.inference.tfce import tfce_map, tfce_maxima
 
 SHAPE = (14, 16, 12)
 STRUCTURE = {c: ndimage.generate_binary_structure(3, k) for c, k in ((6, 1), (18, 2), (26, 3))}

@@ -8,7 +8,8 @@ import pytest
 from scipy import ndimage, stats
 from sklearn.metrics import roc_auc_score
 
-from bids_ketamine_fc.group import clusters, correlation, glm, prediction, rft
+from bids_ketamine_fc.group.behaviour import prediction, regions
+from bids_ketamine_fc.group.inference import clusters, glm, rft
 from bids_ketamine_fc.group.maps import unmask
 
 SHAPE = (20, 24, 20)
@@ -91,7 +92,7 @@ def test_fold_region_is_the_union_of_the_run_engines_significant_clusters():
     significant = found.significant(0.05)
     expected = np.isin(found.labels, significant)
     assert n_clusters == len(significant) >= 1
-    np.testing.assert_array_equal(region, correlation.region_columns(expected, mask))
+    np.testing.assert_array_equal(region, regions.region_columns(expected, mask))
 
 
 def test_left_out_map_never_shapes_its_own_fold():
@@ -182,7 +183,7 @@ def test_without_coupling_the_circular_r_is_large_but_the_loo_auc_is_chance():
             full, n_clusters, _, result = _loo(data, mask, rows, contrast, 0.01, 0.9, 1000, seed)
             if n_clusters == 0 or np.isnan(result["auc"]):
                 continue
-            values = correlation.region_means(data, full)
+            values = regions.region_means(data, full)
             circular.append(abs(stats.pearsonr(values, rows["improvement"]).statistic))
             aucs.append(result["auc"])
             p_values.append(result["auc_p"])

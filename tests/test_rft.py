@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from bids_ketamine_fc.group import rft
+from bids_ketamine_fc.group.inference import rft
 
 DATA = Path(__file__).parent / "data" / "rft"
 

@@ -15,7 +15,7 @@ from datasets import STUDY_SEEDS
 from nilearn.maskers import NiftiLabelsMasker, NiftiSpheresMasker
 
 from bids_ketamine_fc.exceptions import UserInputError
-from bids_ketamine_fc.seeds import Seed, load_seed_set, resolve_seeds, seed_index
+from bids_ketamine_fc.participant.seeds import Seed, load_seed_set, resolve_seeds, seed_index
 from bids_ketamine_fc.templates import sphere_voxels
 
 DATA = Path(__file__).parents[1].parent / "shared" / "data"

@@ -211,6 +211,12 @@ def _add_resources(parser: argparse.ArgumentParser) -> None:
 
 def _add_group(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("Group level")
+    _add_group_design(g)
+    _add_group_inference(g)
+    _add_group_follow_up(g)
+
+
+def _add_group_design(g) -> None:
     g.add_argument(
         "--phenotype",
         type=Path,
@@ -232,6 +238,9 @@ def _add_group(parser: argparse.ArgumentParser) -> None:
         default=["age"],
         help="covariates of the groupsAge model (mean-centred)",
     )
+
+
+def _add_group_inference(g) -> None:
     g.add_argument(
         "--voxel-p",
         dest="voxel_p",
@@ -267,6 +276,9 @@ def _add_group(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="seed of the random number generator (permutations, bootstrap)",
     )
+
+
+def _add_group_follow_up(g) -> None:
     g.add_argument(
         "--ica-components",
         dest="ica_components",

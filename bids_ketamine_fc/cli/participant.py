@@ -25,9 +25,9 @@ def preflight(settings: Settings) -> list:
     """
     import nibabel as nb
 
-    from bids_ketamine_fc.participant import prepare_confounds
-    from bids_ketamine_fc.seeds import load_seed_set, resolve_seeds
-    from bids_ketamine_fc.strategy import load_strategy
+    from bids_ketamine_fc.participant.run import prepare_confounds
+    from bids_ketamine_fc.participant.seeds import load_seed_set, resolve_seeds
+    from bids_ketamine_fc.participant.strategy import load_strategy
     from bids_ketamine_fc.utils.bids import SUPPORTED_SPACES, collect_runs
 
     if settings.space not in SUPPORTED_SPACES:

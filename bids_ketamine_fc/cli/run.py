@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             runs = preflight(settings)  # every check that needs no output comes first
             start_outputs(settings)
             return run_participant(settings, runs)
-        from bids_ketamine_fc.group.run import run_group
+        from bids_ketamine_fc.cli.group import run_group
 
         start_outputs(settings)
         return run_group(settings)

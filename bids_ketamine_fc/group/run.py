@@ -9,9 +9,14 @@ subject-level maps, fit each seed's model once, and write under ``OUTPUT_DIR/gro
   (+ ``.json``: design, degrees of freedom, group sizes, smoothness);
 - ``seed-<seed>/..._model-<m>_contrast-<c>_inference-<i>_cluster-<n>_mask.nii.gz``: each
   significant cluster;
-- ``clusters.tsv`` (+ ``.json``) and ``group.html``;
+- ``clusters.tsv`` (+ ``.json``);
 - the brain-behaviour correlation of each significant cluster (``cluster_values.tsv``,
-  ``correlation.tsv``, and the leave-one-out ``prediction.tsv``; :mod:`.correlation`).
+  ``correlation.tsv``, and the leave-one-out ``prediction.tsv``; :mod:`.behaviour`);
+- the group ICA (``ica/``; :mod:`.ica`).
+
+The analysis never draws: :func:`analyse_group` returns :class:`GroupResults`, from which
+:mod:`bids_ketamine_fc.reports` draws the figures and ``group.html``
+(:func:`bids_ketamine_fc.cli.group.run_group` runs both).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nb
@@ -28,7 +34,10 @@ import pandas as pd
 from bids_ketamine_fc import __version__
 from bids_ketamine_fc.config import Settings
 from bids_ketamine_fc.exceptions import UserInputError
-from bids_ketamine_fc.group import clusters, correlation, glm, maps, phenotype, rft
+from bids_ketamine_fc.group import maps, phenotype
+from bids_ketamine_fc.group.behaviour.regions import check_roi
+from bids_ketamine_fc.group.behaviour.run import run_brain_behaviour
+from bids_ketamine_fc.group.inference import clusters, glm, rft
 from bids_ketamine_fc.utils.io import atomic_save_img, atomic_write_text, atomic_write_tsv
 
 LOGGER = logging.getLogger(__name__)
@@ -124,7 +133,7 @@ def _permute(settings: Settings, seed_maps, design: glm.Design, u: float) -> dic
     """Permutation nulls of both contrasts (one set of permutations, two tails)."""
     if not {"permutation", "tfce"} & set(settings.inference):
         return {}
-    from bids_ketamine_fc.group.permutation import permutation_test
+    from bids_ketamine_fc.group.inference.permutation import permutation_test
 
     start = time.monotonic()
     result = permutation_test(
@@ -249,8 +258,31 @@ def _ensure_description(settings: Settings) -> None:
         write_dataset_description(settings)
 
 
-def run_group(settings: Settings) -> int:
-    """Run the group level of ``settings`` and write ``OUTPUT_DIR/group``.
+@dataclass(frozen=True)
+class GroupResults:
+    """What the group level found: the inputs it read and the tables it wrote.
+
+    Attributes
+    ----------
+    index : maps.MapIndex
+        The subject-level maps analysed.
+    subjects : pandas.DataFrame
+        ``subjects.tsv``.
+    clusters : pandas.DataFrame
+        ``clusters.tsv``.
+    behaviour : dict
+        The brain-behaviour tables
+        (:func:`~bids_ketamine_fc.group.behaviour.run.run_brain_behaviour`).
+    """
+
+    index: maps.MapIndex
+    subjects: pd.DataFrame
+    clusters: pd.DataFrame
+    behaviour: dict
+
+
+def analyse_group(settings: Settings) -> GroupResults:
+    """Run the group analyses of ``settings`` and write their results under ``OUTPUT_DIR/group``.
 
     Parameters
     ----------
@@ -259,18 +291,16 @@ def run_group(settings: Settings) -> int:
 
     Returns
     -------
-    int
-        0 on success.
+    GroupResults
 
     Raises
     ------
     UserInputError
         For every problem with the user's data or options (the message names the culprit).
     """
-    start = time.monotonic()
     check_settings(settings)
     index = maps.find_subject_maps(settings)
-    correlation.check_roi(settings, index)
+    check_roi(settings, index)
     subjects = _subjects(settings, index)
     _write_subjects(settings, subjects)
     included = subjects[subjects["included"]]
@@ -286,19 +316,15 @@ def run_group(settings: Settings) -> int:
         analysed |= set(used)
     subjects = _mark_unusable(subjects, analysed)
     _write_subjects(settings, subjects)
-    from bids_ketamine_fc.group.ica import run_group_ica
+    from bids_ketamine_fc.group.ica.run import run_group_ica
 
     run_group_ica(settings, subjects[subjects["included"]], labeller)
     table = (
         pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=clusters.COLUMNS)
     )
     write_clusters(settings, table)
-    correlation.run_brain_behaviour(settings, index, subjects, table)
-    from bids_ketamine_fc.reports.group import write_group_report
-
-    write_group_report(settings, index, subjects, table)
-    LOGGER.info("Group level done in %.1f s.", time.monotonic() - start)
-    return 0
+    behaviour = run_brain_behaviour(settings, index, subjects, table)
+    return GroupResults(index, subjects, table, behaviour)
 
 
 def write_clusters(settings: Settings, table: pd.DataFrame) -> Path:

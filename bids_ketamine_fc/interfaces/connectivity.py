@@ -1,4 +1,4 @@
-"""Thin nipype interfaces around :mod:`bids_ketamine_fc.participant` and :mod:`~bids_ketamine_fc.outputs`."""
+"""Thin nipype interfaces around :mod:`~bids_ketamine_fc.participant.run` and its outputs."""
 
 from __future__ import annotations
 
@@ -18,9 +18,7 @@ from nipype.interfaces.base import (
 
 class _DenoiseRunInputSpec(BaseInterfaceInputSpec):
     run = traits.Dict(mandatory=True, desc="bold, mask, confounds, tr, prefix, space_prefix, space")
-    strategy = traits.Str(mandatory=True, desc="denoising strategy: preset name or file")
-    fd_threshold = traits.Either(None, traits.Float, default=None, usedefault=True)
-    options = traits.Dict(mandatory=True, desc="seeds, smoothing_fwhm, dummy_scans, ...")
+    options = traits.Dict(mandatory=True, desc="RunOptions as a dictionary")
     omp_nthreads = traits.Int(1, usedefault=True, desc="BLAS threads")
 
 
@@ -37,12 +35,14 @@ class DenoiseRun(SimpleInterface):
     def _run_interface(self, runtime):
         from threadpoolctl import threadpool_limits
 
-        from bids_ketamine_fc.participant import process_run
-        from bids_ketamine_fc.strategy import load_strategy
+        from bids_ketamine_fc.config import RunOptions
+        from bids_ketamine_fc.participant.run import process_run
+        from bids_ketamine_fc.participant.strategy import load_strategy
 
-        strategy = load_strategy(self.inputs.strategy, self.inputs.fd_threshold)
+        options = RunOptions(**self.inputs.options)
+        strategy = load_strategy(options.denoise_strategy, options.fd_threshold)
         with threadpool_limits(self.inputs.omp_nthreads):
-            result = process_run(self.inputs.run, strategy, self.inputs.options, Path(runtime.cwd))
+            result = process_run(self.inputs.run, strategy, options, Path(runtime.cwd))
         out = Path(runtime.cwd) / "result.json"
         out.write_text(json.dumps(result, indent=2))
         self._results["result"] = str(out)
@@ -71,7 +71,7 @@ class SubjectOutputs(SimpleInterface):
     output_spec = _SubjectOutputsOutputSpec
 
     def _run_interface(self, runtime):
-        from bids_ketamine_fc.outputs import (
+        from bids_ketamine_fc.participant.outputs import (
             install_run_files,
             write_reduced_data,
             write_subject_maps,

@@ -19,7 +19,7 @@ import pandas as pd
 from scipy import stats
 
 from bids_ketamine_fc.config import Settings
-from bids_ketamine_fc.group import glm
+from bids_ketamine_fc.group.inference import glm
 from bids_ketamine_fc.group.maps import MapIndex, group_path
 from bids_ketamine_fc.reports.participant import STYLE, png_base64
 from bids_ketamine_fc.utils.io import atomic_write_text

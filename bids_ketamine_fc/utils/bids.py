@@ -179,7 +179,6 @@ def collect_runs(
         BOLD and mask on different grids, or no usable TR.
     """
     from bids import BIDSLayout
-    from bids.layout import Query
 
     layout = BIDSLayout(fmriprep_dir, validate=False, config=["bids", "derivatives"])
     available = layout.get_subjects()
@@ -202,45 +201,36 @@ def collect_runs(
             f"(tasks there: {' '.join(layout.get_tasks()) or 'none'}; spaces for this task: "
             f"{' '.join(spaces) or 'none'})"
         )
-    runs = []
-    for bold in bolds:
-        ents = {k: bold.entities.get(k) for k in ("session", "task", "run", "space", "res")}
-        pinned = {k: (v if v is not None else Query.NONE) for k, v in ents.items()}
-        mask = _one(
-            layout,
-            bold.path,
-            "brain mask",
-            desc="brain",
-            suffix="mask",
-            extension=[".nii.gz", ".nii"],
-            subject=bold.entities["subject"],
-            **pinned,
-        )
-        no_space = {k: v for k, v in pinned.items() if k not in ("space", "res")}
-        confounds = _one(
-            layout,
-            bold.path,
-            "confounds table",
-            desc="confounds",
-            suffix=["timeseries", "regressors"],
-            extension=".tsv",
-            subject=bold.entities["subject"],
-            **no_space,
-        )
-        bold_path = Path(bold.path)
-        check_same_grid(bold_path, mask)
-        runs.append(
-            RunInputs(
-                subject=bold.entities["subject"],
-                entities={k: v for k, v in ents.items() if v is not None},
-                bold=bold_path,
-                mask=mask,
-                confounds=confounds,
-                tr=repetition_time(bold_path),
-                n_volumes=int(nb.load(bold_path).shape[3]),
-            )
-        )
-    return runs
+    return [_run_inputs(layout, bold) for bold in bolds]
+
+
+def _run_inputs(layout, bold) -> RunInputs:
+    """Find the brain mask and confounds of one BOLD run (pybids file) and check the grids."""
+    from bids.layout import Query
+
+    ents = {k: bold.entities.get(k) for k in ("session", "task", "run", "space", "res")}
+    pinned = {k: (v if v is not None else Query.NONE) for k, v in ents.items()}
+    subject = bold.entities["subject"]
+    mask = _one(
+        layout, bold.path, "brain mask", desc="brain", suffix="mask",
+        extension=[".nii.gz", ".nii"], subject=subject, **pinned,
+    )  # fmt: skip
+    no_space = {k: v for k, v in pinned.items() if k not in ("space", "res")}
+    confounds = _one(
+        layout, bold.path, "confounds table", desc="confounds",
+        suffix=["timeseries", "regressors"], extension=".tsv", subject=subject, **no_space,
+    )  # fmt: skip
+    bold_path = Path(bold.path)
+    check_same_grid(bold_path, mask)
+    return RunInputs(
+        subject=subject,
+        entities={k: v for k, v in ents.items() if v is not None},
+        bold=bold_path,
+        mask=mask,
+        confounds=confounds,
+        tr=repetition_time(bold_path),
+        n_volumes=int(nb.load(bold_path).shape[3]),
+    )
 
 
 def _one(layout, bold: str, what: str, **query) -> Path:

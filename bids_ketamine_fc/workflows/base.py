@@ -7,7 +7,7 @@ from collections import defaultdict
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from bids_ketamine_fc.config import Settings
+from bids_ketamine_fc.config import RunOptions, Settings
 from bids_ketamine_fc.interfaces.connectivity import DenoiseRun, SubjectOutputs
 from bids_ketamine_fc.utils.bids import RunInputs, build_prefix
 
@@ -60,20 +60,11 @@ def init_single_subject_wf(
         niu.IdentityInterface(fields=["out_files", "n_included"]), name="outputnode"
     )
     merge = pe.Node(niu.Merge(len(runs)), name="merge_results", run_without_submitting=True)
-    options = {
-        "seeds": settings.seeds,
-        "smoothing_fwhm": settings.smoothing_fwhm,
-        "dummy_scans": settings.dummy_scans,
-        "min_seed_coverage": settings.min_seed_coverage,
-        "min_volumes": settings.min_volumes,
-        "reduced_dims": settings.reduced_dims,
-    }
+    options = RunOptions.from_settings(settings).to_dict()
     for index, run in enumerate(runs, start=1):
         denoise = pe.Node(
             DenoiseRun(
                 run=_run_dict(run),
-                strategy=settings.denoise_strategy,
-                fd_threshold=settings.fd_threshold,
                 options=options,
                 omp_nthreads=settings.omp_nthreads,
             ),

@@ -1,0 +1,140 @@
+"""Tables of the brain-behaviour step and their sidecars.
+
+``group/correlation.tsv``, ``cluster_values.tsv``, ``prediction.tsv`` and ``prediction_folds.tsv``,
+each with a JSON sidecar describing its columns, written with every column even when there is no
+row.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from bids_ketamine_fc.config import Settings
+from bids_ketamine_fc.group.behaviour import correlation, prediction
+from bids_ketamine_fc.utils.io import atomic_write_text, atomic_write_tsv
+
+CIRCULARITY_NOTE = (
+    "Circular analysis: the cluster was selected by the R vs NR contrast, and R/NR is defined "
+    "from the same pain improvement it is correlated with here, so this r is inflated "
+    "(Kriegeskorte et al., 2009, Nat Neurosci 12:535; Vul et al., 2009, Perspect Psychol Sci "
+    "4:274): it would be far from 0 even without any true coupling. The leave-one-out estimate "
+    "in prediction.tsv (cluster re-defined without each participant) and an independent region "
+    "(--roi with --roi-seed) are not inflated by the selection."
+)
+KEYS = ("seed", "model", "contrast", "inference")
+CORRELATION_COLUMNS = (
+    *("seed", "model", "contrast", "cluster", "n", "r", "p", "ci_low", "ci_high"),  # SPEC §3
+    *("inference", "region", "circular", "spearman_rho", "spearman_p", "boot_ci_low"),
+    *("boot_ci_high", "partial_r", "partial_p", "n_R", "r_R", "p_R", "n_NR", "r_NR", "p_NR"),
+)
+VALUE_COLUMNS = (*KEYS, "cluster", "region", "participant_id", "group", "improvement", "value")
+PREDICTION_COLUMNS = (
+    *KEYS,
+    *("region", "n", "n_R", "n_NR", "n_folds_no_cluster", "n_folds_with_value", "circular_r"),
+    *("cv_r", "cv_r_p", "auc", "auc_p", "accuracy", "accuracy_p", "balanced_accuracy"),
+    *("balanced_accuracy_p", "n_permutations", "mean_dice"),
+)
+FOLD_COLUMNS = (
+    *KEYS,
+    *("region", "participant_id", "group", "improvement", "value", "threshold", "direction"),
+    *("score", "predicted", "n_clusters", "size_vox", "dice"),
+)
+_DESCRIPTIONS = {
+    "region": "'cluster' (significant cluster of the contrast) or the --roi file name.",
+    "cluster": "Cluster number of clusters.tsv (n/a for an ROI).",
+    "value": "Mean Fisher z of the participant's subject-level map in the region.",
+    "r": "Pearson r of value and improvement.",
+    "p": "Two-sided p of r (t test, n - 2 dof).",
+    "ci_low": "Lower 95 % bound of r (Fisher z transform).",
+    "ci_high": "Upper 95 % bound of r (Fisher z transform).",
+    "circular": "True when the region was selected by the R vs NR contrast (r inflated).",
+    "spearman_rho": "Spearman rank correlation of value and improvement.",
+    "boot_ci_low": "Lower 95 % bound of r, paired bootstrap (participants resampled).",
+    "boot_ci_high": "Upper 95 % bound of r, paired bootstrap.",
+    "partial_r": "Partial r controlling for the covariates (n/a without covariates).",
+    "r_R": "Pearson r within responders (n/a with fewer than 3).",
+    "r_NR": "Pearson r within non-responders (n/a with fewer than 3).",
+    "circular_r": "Pearson r in the full-data region (union of the clusters): circular.",
+    "cv_r": "Pearson r of the left-out values and improvement over the folds with a value.",
+    "cv_r_p": "Two-sided permutation p of cv_r.",
+    "auc": "ROC AUC of the cross-validated decision scores against R/NR.",
+    "auc_p": "One-sided permutation p of auc (better than chance).",
+    "accuracy": "Fraction of folds with a value whose R/NR prediction is right.",
+    "balanced_accuracy": "Mean of sensitivity (R) and specificity (NR).",
+    "n_folds_no_cluster": "Folds where no cluster survived: they make no prediction.",
+    "mean_dice": "Mean Dice overlap of the folds' clusters with the full-data region.",
+    "threshold": "Midpoint of the training R and NR means in the fold's region.",
+    "direction": "+1 when training R > NR in the fold's region, else -1.",
+    "score": "direction * (value - threshold); > 0 predicts R.",
+    "size_vox": "Voxels of the fold's region (union of its significant clusters).",
+    "dice": "Dice overlap of the fold's region with the full-data region.",
+}
+
+
+def _frame(rows: list, columns: tuple[str, ...]) -> pd.DataFrame:
+    parts = [pd.DataFrame([r]) if isinstance(r, dict) else r for r in rows]
+    parts = [p for p in parts if not p.empty]
+    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    return table.reindex(columns=list(columns))
+
+
+def _sidecar(columns: tuple[str, ...], extra: dict) -> str:
+    described = {c: {"Description": _DESCRIPTIONS[c]} for c in columns if c in _DESCRIPTIONS}
+    return json.dumps(described | extra, indent=2, default=str) + "\n"
+
+
+def write_brain_behaviour(settings: Settings, out: dict, entropy: int, circular: bool) -> dict:
+    """Write the four tables and their sidecars under ``OUTPUT_DIR/group``.
+
+    Parameters
+    ----------
+    settings : Settings
+    out : dict
+        Lists of rows (dicts or data frames) under ``correlation``, ``cluster_values``,
+        ``prediction`` and ``folds``.
+    entropy : int
+        Root seed of the bootstrap and permutations (recorded for reproduction).
+    circular : bool
+        Whether the circularity note applies (some region came from the R vs NR contrast).
+
+    Returns
+    -------
+    dict
+        The written tables (data frames) under the keys of ``out``, and ``circular``.
+    """
+    group_dir = Path(settings.output_dir) / "group"
+    random = {
+        "RandomSeed": entropy,
+        "Streams": "numpy.random.default_rng(SeedSequence(RandomSeed, spawn_key=(crc32(key),))), "
+        "key = '<seed>/<contrast>/<cluster>/bootstrap' or '<seed>/<contrast>/permutation' "
+        "(contrast and cluster 'None' for an ROI)",
+    }
+    note = {"Circularity": CIRCULARITY_NOTE} if circular else {}
+    bootstrap = {
+        "Method": correlation.BOOTSTRAP_METHOD,
+        "Resamples": correlation.BOOTSTRAP_RESAMPLES,
+        "ConfidenceLevel": correlation.CONFIDENCE,
+    }
+    loo = {
+        "Procedure": prediction.__doc__,
+        "FoldInference": "rft",
+        "HeightThreshold": {"VoxelP": settings.voxel_p},
+        "ClusterP": settings.cluster_p,
+    }
+    specs = {
+        "correlation": ("correlation.tsv", CORRELATION_COLUMNS, note | {"Bootstrap": bootstrap}),
+        "cluster_values": ("cluster_values.tsv", VALUE_COLUMNS, {}),
+        "prediction": ("prediction.tsv", PREDICTION_COLUMNS, note | {"LeaveOneOut": loo}),
+        "folds": ("prediction_folds.tsv", FOLD_COLUMNS, {"LeaveOneOut": loo}),
+    }
+    written = {"circular": circular}
+    for key, (name, columns, extra) in specs.items():
+        table = _frame(out[key], columns)
+        atomic_write_tsv(table, group_dir / name)
+        sidecar = _sidecar(columns, extra | {"RandomStream": random})
+        atomic_write_text((group_dir / name).with_suffix(".json"), sidecar)
+        written[key] = table
+    return written

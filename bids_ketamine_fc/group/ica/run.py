@@ -1,0 +1,202 @@
+"""The group ICA step of the group level: decompose, dual-regress, match, compare, write.
+
+Steps: :mod:`.data` finds the participants' ``desc-reduced_bold`` files and the analysis mask,
+:mod:`.decompose` runs the group ICA and the dual regression, :mod:`.match` matches components to
+the Yeo-7 networks and :mod:`.compare` runs the R vs NR models of the selected (DMN) components.
+
+Outputs under ``OUTPUT_DIR/group/ica/`` (``<p>`` = ``space-<S>[_res-<R>]``): ``<p>_desc-ica_
+components.nii.gz``, ``<p>_desc-analysis_mask.nii.gz``, ``sub-<l>_<p>_desc-dualreg_components
+.nii.gz``, ``components.tsv``, and per selected component ``k``: ``<p>_component-<k>_model-<m>
+_contrast-<c>_stat-<s>_boldmap.nii.gz``, ``..._inference-rft_cluster-<n>_mask.nii.gz`` and the
+rows of ``clusters.tsv`` (columns of ``group/clusters.tsv``, ``seed`` = ``component-<k>``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import nibabel as nb
+import numpy as np
+import pandas as pd
+
+from bids_ketamine_fc import __version__
+from bids_ketamine_fc.config import Settings
+from bids_ketamine_fc.group import maps
+from bids_ketamine_fc.group.ica import compare as ica_compare
+from bids_ketamine_fc.group.ica import match as ica_match
+from bids_ketamine_fc.group.ica.data import (
+    ReducedIndex,
+    analysis_mask,
+    find_reduced_files,
+    load_subject,
+)
+from bids_ketamine_fc.group.ica.decompose import (
+    MIGP_FACTOR,
+    SUBJECT_PCA_FACTOR,
+    GroupICA,
+    dual_regression,
+    group_ica,
+)
+from bids_ketamine_fc.group.inference import clusters
+from bids_ketamine_fc.utils.io import atomic_save_img, atomic_write_text
+
+LOGGER = logging.getLogger(__name__)
+
+
+def _random_state(settings: Settings) -> int:
+    if settings.random_seed is not None:
+        return int(settings.random_seed)
+    seed = int(np.random.SeedSequence().entropy % 2**31)
+    LOGGER.info("Group ICA: no --random-seed; FastICA seeded with %d (in the sidecar).", seed)
+    return seed
+
+
+def _save_maps(values: np.ndarray, mask: np.ndarray, affine: np.ndarray, path: Path, meta: dict):
+    """Write ``(n, n_mask_voxels)`` maps as a 4-D float32 image (NaN outside ``mask``) + JSON."""
+    img = nb.Nifti1Image(np.stack([maps.unmask(v, mask) for v in values], axis=-1), affine)
+    img.header.set_xyzt_units("mm")
+    img.header.set_sform(affine, code=4)  # 4 = MNI152
+    img.header.set_qform(affine, code=4)
+    atomic_save_img(img, path)
+    text = json.dumps(meta, indent=2, default=lambda o: o.tolist()) + "\n"
+    atomic_write_text(path.with_name(path.name.replace(".nii.gz", ".json")), text)
+
+
+def _dual_regress_all(settings, index, mask, group_maps, selected) -> tuple[list[str], np.ndarray]:
+    """Dual-regress every participant, write their maps; return who and the selected maps."""
+    used, kept = [], []
+    for pid, path in index.files.items():
+        data = load_subject(path, mask)
+        if data.shape[0] <= len(group_maps):
+            LOGGER.warning(
+                "Group ICA: %s left out of dual regression: %d reduced volumes for %d components.",
+                pid,
+                data.shape[0],
+                len(group_maps),
+            )
+            continue
+        subject_maps = dual_regression(data, group_maps)[1]
+        meta = {
+            "Description": "Dual regression stage 2: subject map of each group component.",
+            "Method": "FSL dual regression, variance-normalised data and time courses",
+            "Sources": [str(path)],
+            "ReducedVolumes": int(data.shape[0]),
+        }
+        out = ica_compare.ica_path(
+            settings.output_dir, index.prefix, "components.nii.gz", subject=pid, desc="dualreg"
+        )
+        _save_maps(subject_maps, mask, index.affine, out, meta)
+        kept.append(subject_maps[selected])
+        used.append(pid)
+    stacked = np.stack(kept, axis=1) if kept else np.zeros((len(selected), 0, int(mask.sum())))
+    return used, stacked
+
+
+def _components_meta(settings: Settings, index, result: GroupICA, seed: int) -> dict:
+    from sklearn import __version__ as sklearn_version
+
+    return {
+        "Description": "Group ICA spatial components, z-scored over the analysis mask.",
+        "NComponents": settings.ica_components,
+        "Participants": list(index.files),
+        "SubjectPCADimension": SUBJECT_PCA_FACTOR * settings.ica_components,
+        "MIGPDimension": MIGP_FACTOR * settings.ica_components,
+        "VoxelNormalisation": "unit norm (variance normalisation)",
+        "Algorithm": "FastICA (scikit-learn), logcosh, parallel, unit-variance whitening",
+        "RandomSeed": seed,
+        "Iterations": result.n_iter,
+        "Converged": result.converged,
+        "ExplainedFraction": result.explained,
+        "Software": {"bids_ketamine_fc": __version__, "scikit-learn": sklearn_version},
+    }
+
+
+def _decompose(settings: Settings, index: ReducedIndex) -> tuple[np.ndarray, GroupICA]:
+    """Find the analysis mask, run the group ICA and write the mask and the components."""
+    mask = analysis_mask(index)
+    mask_path = ica_compare.ica_path(
+        settings.output_dir, index.prefix, "mask.nii.gz", desc="analysis"
+    )
+    atomic_save_img(nb.Nifti1Image(mask.astype(np.uint8), index.affine), mask_path)
+    seed = _random_state(settings)
+    subject_data = (load_subject(path, mask) for path in index.files.values())
+    result = group_ica(subject_data, settings.ica_components, seed)
+    path = ica_compare.ica_path(settings.output_dir, index.prefix, "components.nii.gz", desc="ica")
+    _save_maps(
+        result.maps, mask, index.affine, path, _components_meta(settings, index, result, seed)
+    )
+    return mask, result
+
+
+def run_group_ica(
+    settings: Settings,
+    subjects: pd.DataFrame,
+    labeller: clusters.PeakLabeller,
+    networks: tuple[str, ...] = ica_match.SELECTED_NETWORKS,
+) -> pd.DataFrame:
+    """Run the group ICA, dual regression, matching and R vs NR tests; write ``group/ica/``.
+
+    Parameters
+    ----------
+    settings : Settings
+        Uses ``output_dir``, ``task_id``, ``space``, ``ica_components``, ``random_seed``,
+        ``covariates``, ``voxel_p`` and ``cluster_p``.
+    subjects : pandas.DataFrame
+        Included participants: ``participant_id``, ``group`` and the covariates.
+    labeller : clusters.PeakLabeller
+        Names cluster peaks.
+    networks : tuple of str
+        Networks whose best-matching component is tested (default: the DMN, ``Default``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The rows of ``group/ica/clusters.tsv`` (columns of ``group/clusters.tsv``); empty, with
+        a warning, when no participant has reduced data (participant outputs of an older version).
+
+    Raises
+    ------
+    UserInputError
+        Reduced data on different grids, or more components than the data have dimensions.
+    """
+    start = time.monotonic()
+    index = find_reduced_files(settings, list(subjects["participant_id"]))
+    if index is None:
+        LOGGER.warning(
+            "Group ICA skipped: no sub-<label>_task-%s_space-%s*_desc-reduced_bold.nii.gz in %s "
+            "(participant outputs of an older version); rerun the participant level.",
+            settings.task_id,
+            settings.space,
+            settings.output_dir,
+        )
+        return ica_compare.empty_clusters()
+    missing = sorted(set(subjects["participant_id"]) - set(index.files))
+    if missing:
+        LOGGER.warning("Group ICA without %s (no reduced data).", ", ".join(missing))
+    ica_compare.remove_stale(settings.output_dir)
+    mask, result = _decompose(settings, index)
+    masks = ica_match.network_masks(
+        index.space, index.template_resolution, index.shape, index.affine
+    )
+    table = ica_match.components_table(result.maps, masks, mask, networks)
+    table.insert(1, "explained", result.explained)
+    ica_compare.write_components(settings, table, networks)
+    selected = np.flatnonzero(table["selected"].to_numpy(dtype=bool))
+    for _, row in table.iloc[selected].iterrows():
+        LOGGER.info(
+            "Group ICA: component %d is %s (r = %.2f).", *row[["component", "network", "r"]]
+        )
+    used, selected_maps = _dual_regress_all(settings, index, mask, result.maps, selected)
+    rows = subjects.set_index("participant_id").loc[used].reset_index()
+    found = ica_compare.compare_groups(settings, index, mask, table, selected_maps, rows, labeller)
+    LOGGER.info(
+        "Group ICA: %d components of %d participants, %d voxels, done in %.1f s.",
+        settings.ica_components,
+        len(index.files),
+        int(mask.sum()),
+        time.monotonic() - start,
+    )
+    return found

@@ -1,0 +1,261 @@
+"""One run, start to finish: confounds, outliers, cleaning operator, seeds, correlation, files.
+
+Pure Python (no nipype): :class:`~bids_ketamine_fc.interfaces.connectivity.DenoiseRun` wraps
+:func:`process_run`; :mod:`.outputs` installs the files and writes the subject-level maps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import nibabel as nb
+import numpy as np
+import pandas as pd
+
+from bids_ketamine_fc.config import RunOptions
+from bids_ketamine_fc.exceptions import UserInputError
+from bids_ketamine_fc.participant import confounds as cf
+from bids_ketamine_fc.participant.connectivity import (
+    SeedCorrelation,
+    fisher_z,
+    read_brain_series,
+    reduce_dimensions,
+    seed_correlation,
+    to_volume,
+)
+from bids_ketamine_fc.participant.denoising import build_operator
+from bids_ketamine_fc.participant.seeds import load_seed_set, resolve_seeds, seed_index
+from bids_ketamine_fc.participant.strategy import Strategy
+
+LOGGER = logging.getLogger("bids_ketamine_fc")
+
+
+def prepare_confounds(confounds_file: Path, strategy: Strategy, dummy_scans: int | None):
+    """Read a run's confounds for the volumes kept after dropping dummies.
+
+    Returns
+    -------
+    regressors : ndarray (T, n_regressors)
+    fd : ndarray (T,)
+        Framewise displacement (0 for the first volume).
+    n_dummy : int
+    names : list of str
+        The regressor columns.
+
+    Raises
+    ------
+    UserInputError
+        When the table lacks a column the strategy needs (named, with the file).
+    """
+    table, metadata = cf.load_confounds_table(Path(confounds_file))
+    if strategy.drop_non_steady_state or dummy_scans is not None:
+        n_dummy = cf.non_steady_state_count(table, dummy_scans)
+    else:
+        n_dummy = 0
+    regressors = cf.select_confounds(table, metadata, strategy, source=str(confounds_file))
+    if "framewise_displacement" in table:
+        fd = table["framewise_displacement"].fillna(0.0).to_numpy(float)
+    elif strategy.scrub is not None and strategy.scrub.fd_threshold:
+        raise UserInputError(
+            f"{confounds_file}: no framewise_displacement column, which scrubbing needs: "
+            "use a strategy without scrubbing or restore fMRIPrep's confounds table"
+        )
+    else:
+        fd = np.zeros(len(table))
+    return (
+        regressors.iloc[n_dummy:].to_numpy(float),
+        fd[n_dummy:],
+        n_dummy,
+        list(regressors.columns),
+    )
+
+
+def process_run(run: dict, strategy: Strategy, options: RunOptions, out_dir: Path) -> dict:
+    """Denoise one run, correlate its seeds and write the run's files into ``out_dir``.
+
+    Parameters
+    ----------
+    run : dict
+        ``bold``, ``mask``, ``confounds``, ``tr``, ``prefix`` (``sub-X[_ses-Y]_task-Z[_run-N]``),
+        ``space_prefix`` (with ``space``/``res``) and ``space``.
+    strategy : Strategy
+        The denoising strategy.
+    options : RunOptions
+        Seeds, smoothing, dummy scans, minimum seed coverage and volumes, reduced dimensions.
+    out_dir : Path
+        Where the files go (nipype's node folder); the subject's output node moves them.
+
+    Returns
+    -------
+    dict
+        ``qc`` (one row of the QC table), ``files`` (name -> path) and ``stats`` (npz of the
+        sufficient statistics, absent when the run is excluded).
+    """
+    out_dir = Path(out_dir)
+    regressors, fd, n_dummy, names = prepare_confounds(
+        run["confounds"], strategy, options.dummy_scans
+    )
+    mask_img = nb.load(run["mask"])
+    mask = np.asarray(mask_img.dataobj) > 0
+    resolved = resolve_seeds(
+        load_seed_set(options.seeds), mask_img, run["space"], options.min_seed_coverage
+    )
+    series = read_brain_series(Path(run["bold"]), mask, n_dummy)
+    outliers = cf.scrub_outliers(strategy, fd, series.global_signal)
+    qc = _run_qc(strategy, fd, n_dummy, outliers, series.tsnr, names)
+    if qc["n_kept"] < options.min_volumes:
+        reason = f"{qc['n_kept']} volumes left after scrubbing"
+        return _excluded(
+            run, qc, out_dir, f"{reason} (fewer than --min-volumes {options.min_volumes})"
+        )
+    censor = strategy.scrub is not None and strategy.scrub.method == "censor"
+    filt = strategy.to_dict().get("filter")
+    operator = build_operator(
+        regressors,
+        outliers,
+        run["tr"],
+        strategy.detrend,
+        filt,
+        strategy.filter_order,
+        censor=censor,
+    )
+    qc["dof"] = operator.dof
+    qc["n_regressors"] = operator.n_regressors
+    if operator.dof < 3:
+        return _excluded(run, qc, out_dir, f"only {operator.dof} temporal degrees of freedom left")
+    seeds = seed_index(resolved, mask)
+    corr = seed_correlation(
+        series.data, mask, mask_img.affine, operator, seeds, options.smoothing_fwhm
+    )
+    del series
+    files = _write_run_files(
+        run, corr, operator, resolved, qc, strategy, options, out_dir, outliers
+    )
+    names_seeds = [item.seed.name for item in resolved]
+    stats = _save_stats(out_dir / "seed_stats.npz", corr, names_seeds, mask_img.affine)
+    reduced = None
+    if options.reduced_dims > 0:
+        reduced = str(out_dir / "reduced.npy")
+        np.save(reduced, reduce_dimensions(corr.voxel_coef, options.reduced_dims))
+    qc.update(included=True, exclusion_reason="n/a")
+    files["qc"] = _write_qc(qc, run, out_dir)
+    return {"qc": qc, "files": files, "stats": str(stats), "reduced": reduced}
+
+
+def _run_qc(strategy: Strategy, fd, n_dummy: int, outliers, tsnr, names: list[str]) -> dict:
+    """Return the run's QC row before the operator is built (volumes, motion, tSNR, regressors)."""
+    return {
+        "mean_fd": float(np.mean(fd)) if fd.size else 0.0,
+        "n_volumes": int(n_dummy + fd.size),
+        "n_dummy": int(n_dummy),
+        "n_scrubbed": int(outliers.sum()),
+        "n_kept": int(fd.size - outliers.sum()),
+        "tsnr_median": float(np.median(tsnr)),
+        "n_regressors": len(names) + int(outliers.sum()) + strategy.detrend + 1,
+        "regressors": " ".join(names),
+        "strategy": strategy.name,
+    }
+
+
+def _save_stats(path: Path, corr: SeedCorrelation, seeds: list[str], affine) -> Path:
+    """Write the run's sufficient statistics (combined across runs by :mod:`.outputs`)."""
+    np.savez(
+        path,
+        mask=corr.mask,
+        cross=corr.cross,
+        voxel_ss=corr.voxel_ss,
+        seed_ss=corr.seed_ss,
+        seeds=np.array(seeds),
+        affine=affine,
+    )
+    return path
+
+
+def _excluded(run: dict, qc: dict, out_dir: Path, reason: str) -> dict:
+    LOGGER.warning("%s excluded: %s", run["prefix"], reason)
+    qc.setdefault("dof", 0)
+    qc.update(included=False, exclusion_reason=reason)
+    return {"qc": qc, "files": {"qc": _write_qc(qc, run, out_dir)}, "stats": None}
+
+
+def _write_qc(qc: dict, run: dict, out_dir: Path) -> str:
+    path = out_dir / f"{run['prefix']}_desc-denoising_qc.tsv"
+    pd.DataFrame([qc]).to_csv(path, sep="\t", index=False, na_rep="n/a")
+    return str(path)
+
+
+def map_sidecar(
+    seed_definition: dict, strategy: Strategy, qc: dict, options: RunOptions, sources: list[str]
+) -> dict:
+    """Return the JSON sidecar of a seed map: seed, strategy, volumes, dof and software versions."""
+    return {
+        "Description": "Fisher z-transformed Pearson correlation of the seed's mean denoised series "
+        "(unsmoothed) with each voxel's denoised, smoothed series.",
+        "Seed": seed_definition,
+        "DenoisingStrategy": strategy.to_dict(),
+        "SmoothingFWHM": options.smoothing_fwhm,
+        "VolumesTotal": qc["n_volumes"],
+        "VolumesDummy": qc["n_dummy"],
+        "VolumesScrubbed": qc["n_scrubbed"],
+        "VolumesKept": qc["n_kept"],
+        "DegreesOfFreedom": qc["dof"],
+        "Sources": sources,
+        "SoftwareVersions": software_versions(),
+    }
+
+
+def software_versions() -> dict:
+    """Return the versions of the packages that shape the numbers."""
+    import nilearn
+    import scipy
+
+    from bids_ketamine_fc import __version__
+
+    return {
+        "bids_ketamine_fc": __version__,
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "nibabel": nb.__version__,
+        "nilearn": nilearn.__version__,
+    }
+
+
+def _write_run_files(
+    run, corr: SeedCorrelation, operator, resolved, qc, strategy, options, out_dir, outliers
+) -> dict:
+    files = {}
+    z = fisher_z(corr.r())
+    affine = nb.load(run["mask"]).affine
+    sources = [str(Path(run["bold"]).name), str(Path(run["confounds"]).name)]
+    for row, item in enumerate(resolved):
+        stem = out_dir / f"{run['space_prefix']}_seed-{item.seed.name}_stat-z_boldmap"
+        img = nb.Nifti1Image(to_volume(z[row], corr.mask), affine)
+        img.header.set_xyzt_units("mm")
+        nb.save(img, f"{stem}.nii.gz")
+        sidecar = map_sidecar(item.definition, strategy, qc, options, sources)
+        Path(f"{stem}.json").write_text(json.dumps(sidecar, indent=2, default=str))
+        files[f"seed-{item.seed.name}"] = f"{stem}.nii.gz"
+        files[f"seed-{item.seed.name}-json"] = f"{stem}.json"
+    series = operator.basis @ corr.seed_coef.T
+    table = pd.DataFrame(series, columns=[item.seed.name for item in resolved])
+    ts_path = out_dir / f"{run['prefix']}_desc-seeds_timeseries.tsv"
+    table.to_csv(ts_path, sep="\t", index=False, float_format="%.6g")
+    kept = np.arange(qc["n_dummy"], qc["n_volumes"])
+    if strategy.scrub is not None and strategy.scrub.method == "censor":
+        kept = kept[~outliers]
+    ts_path.with_suffix(".json").write_text(
+        json.dumps(
+            {
+                "Description": "Denoised mean time series of each seed (rows: the volumes kept).",
+                "RepetitionTime": run["tr"],
+                "VolumesKept": kept.tolist(),
+                "Outliers": (np.flatnonzero(outliers) + qc["n_dummy"]).tolist(),
+            },
+            indent=2,
+        )
+    )
+    files["timeseries"] = str(ts_path)
+    files["timeseries-json"] = str(ts_path.with_suffix(".json"))
+    return files

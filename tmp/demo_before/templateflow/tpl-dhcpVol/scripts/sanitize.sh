@@ -1,0 +1,3 @@
+#!/bin/bash
+# Run sanitize.py.
+python sanitize.py
