@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
 DEMO=${DEMO_DIR:-demo}
-export NIPYPE_NO_ET=1 TEMPLATEFLOW_AUTOUPDATE=0 TEMPLATEFLOW_HOME="$PWD/$DEMO/templateflow"
+case "$DEMO" in /*) ;; *) DEMO="$PWD/$DEMO" ;; esac
+export NIPYPE_NO_ET=1 TEMPLATEFLOW_AUTOUPDATE=0 TEMPLATEFLOW_HOME="$DEMO/templateflow"
 NPROCS=${NPROCS:-$(nproc 2>/dev/null || echo 2)}
 if [ ! -f "$DEMO/bids/participants.tsv" ]; then
     .venv/bin/python -m bids_ketamine_fc.demo "$DEMO"
