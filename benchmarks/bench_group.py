@@ -141,7 +141,7 @@ def write_participant(out: Path, row, mask: np.ndarray, blob: np.ndarray, rng) -
     func.mkdir(parents=True, exist_ok=True)
     for seed in SEEDS:
         extra = blob * (0.1 + 1.0 * (1 - row.improvement)) if seed == "mPFC" else 0.0
-        name = f"{label}_task-rest_space-{SPACE}_res-2_seed-{seed}_stat-z_boldmap"
+        name = f"{label}_task-rest_space-{SPACE}_res-2_seed-{seed}_stat-fisherz_boldmap"
         img = nb.Nifti1Image(subject_map(rng, mask, extra), AFFINE)
         img.header.set_xyzt_units("mm")
         nb.save(img, func / f"{name}.nii.gz")
@@ -349,7 +349,7 @@ def baseline(bids: Path, out: Path, few: int = 10, many: int = 100) -> float:
     imgs = []
     for pid in pain["participant_id"]:
         path = out / pid / "func"
-        path /= f"{pid}_task-rest_space-{SPACE}_res-2_seed-mPFC_stat-z_boldmap.nii.gz"
+        path /= f"{pid}_task-rest_space-{SPACE}_res-2_seed-mPFC_stat-fisherz_boldmap.nii.gz"
         img = nb.load(path)
         imgs.append(nb.Nifti1Image(np.asarray(img.dataobj, np.float32), img.affine))
     stack = np.stack([np.asarray(i.dataobj) for i in imgs])

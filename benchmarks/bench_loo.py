@@ -65,7 +65,9 @@ def write_maps(out: Path, n: int, rng: np.random.Generator) -> pd.DataFrame:
         volume = np.where(mask, volume, np.nan).astype(np.float32)
         func = out / f"sub-{k + 1:02d}" / "func"
         func.mkdir(parents=True, exist_ok=True)
-        name = f"sub-{k + 1:02d}_task-rest_space-{SPACE}_res-2_seed-mPFC_stat-z_boldmap.nii.gz"
+        name = (
+            f"sub-{k + 1:02d}_task-rest_space-{SPACE}_res-2_seed-mPFC_stat-fisherz_boldmap.nii.gz"
+        )
         nb.save(nb.Nifti1Image(volume, AFFINE), func / name)
     return pd.DataFrame(
         {

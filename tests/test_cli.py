@@ -174,7 +174,7 @@ def test_too_few_volumes_excludes_run_then_fails_when_nothing_left(tmp_path, cap
     assert code == 0, err
     qc = pd.read_csv(tmp_path / "out/sub-01/func/sub-01_task-rest_desc-denoising_qc.tsv", sep="\t")
     assert not qc["included"][0] and "scrubbing" in qc["exclusion_reason"][0]
-    assert list((tmp_path / "out/sub-02/func").glob("*_seed-mPFC_stat-z_boldmap.nii.gz"))
+    assert list((tmp_path / "out/sub-02/func").glob("*_seed-mPFC_stat-fisherz_boldmap.nii.gz"))
     assert not list((tmp_path / "out/sub-01/func").glob("*_boldmap.nii.gz"))
     shutil.rmtree(tmp_path / "out")
     code, err = run_cli(capsys, *base_args(tmp_path, bids, "--participant-label", "01"))
@@ -188,11 +188,11 @@ def test_sessions_and_runs_are_combined_and_selected(tmp_path, capsys):
     code, err = run_cli(capsys, *base_args(tmp_path, bids, "--session-label", "ses-2"))
     assert code == 0, err
     out = tmp_path / "out" / "sub-01"
-    runs = sorted(p.name for p in out.rglob("*_seed-mPFC_stat-z_boldmap.nii.gz"))
+    runs = sorted(p.name for p in out.rglob("*_seed-mPFC_stat-fisherz_boldmap.nii.gz"))
     assert runs == [
-        "sub-01_ses-2_task-rest_run-1_space-MNI152NLin2009cAsym_seed-mPFC_stat-z_boldmap.nii.gz",
-        "sub-01_ses-2_task-rest_run-2_space-MNI152NLin2009cAsym_seed-mPFC_stat-z_boldmap.nii.gz",
-        "sub-01_task-rest_space-MNI152NLin2009cAsym_seed-mPFC_stat-z_boldmap.nii.gz",
+        "sub-01_ses-2_task-rest_run-1_space-MNI152NLin2009cAsym_seed-mPFC_stat-fisherz_boldmap.nii.gz",
+        "sub-01_ses-2_task-rest_run-2_space-MNI152NLin2009cAsym_seed-mPFC_stat-fisherz_boldmap.nii.gz",
+        "sub-01_task-rest_space-MNI152NLin2009cAsym_seed-mPFC_stat-fisherz_boldmap.nii.gz",
     ]
     sidecar = json.loads((out / "func" / runs[2].replace(".nii.gz", ".json")).read_text())
     assert sidecar["Runs"] == ["sub-01_ses-2_task-rest_run-1", "sub-01_ses-2_task-rest_run-2"]

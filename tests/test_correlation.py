@@ -141,9 +141,7 @@ def make_dataset(root: Path, coupling: float = 1.2, n_per_group: int = 8, seed: 
             noise = ndimage.gaussian_filter(rng.normal(size=SHAPE), 1.2) * 4.0
             effect = coupling * (0.5 - (8 - nrs_post) / 8) * blob if seed_name == "mPFC" else 0
             volume = np.where(brain, 0.3 + 0.1 * noise + effect, np.nan).astype(np.float32)
-            name = (
-                f"sub-{label}_task-rest_space-{SPACE}_res-2_seed-{seed_name}_stat-z_boldmap.nii.gz"
-            )
+            name = f"sub-{label}_task-rest_space-{SPACE}_res-2_seed-{seed_name}_stat-fisherz_boldmap.nii.gz"
             nb.save(nb.Nifti1Image(volume, _affine()), func / name)
     pd.DataFrame(rows).to_csv(bids / "participants.tsv", sep="\t", index=False)
     return Settings(

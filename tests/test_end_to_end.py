@@ -54,7 +54,7 @@ def test_outputs_named_as_spec_with_sidecars(demo_run):
     assert description["GeneratedBy"][0]["Name"] == "bids_ketamine_fc"
     func = out / "sub-01" / "func"
     for seed in STUDY_SEEDS:
-        stem = func / f"sub-01_task-rest_space-MNI152NLin2009cAsym_seed-{seed}_stat-z_boldmap"
+        stem = func / f"sub-01_task-rest_space-MNI152NLin2009cAsym_seed-{seed}_stat-fisherz_boldmap"
         img = nb.load(f"{stem}.nii.gz")
         assert img.get_data_dtype() == np.float32
         sidecar = json.loads(stem.with_suffix(".json").read_text())
@@ -83,7 +83,7 @@ def test_planted_coupling_shows_in_the_maps(demo_run):
             out
             / pid
             / "func"
-            / f"{pid}_task-rest_space-MNI152NLin2009cAsym_seed-mPFC_stat-z_boldmap.nii.gz"
+            / f"{pid}_task-rest_space-MNI152NLin2009cAsym_seed-mPFC_stat-fisherz_boldmap.nii.gz"
         )
         values.append(sphere_mean(path, (4.0, -62.0, 42.0)))
     r = np.corrcoef(values, truth["planted_coupling"])[0, 1]
@@ -91,7 +91,7 @@ def test_planted_coupling_shows_in_the_maps(demo_run):
     # The seed's own neighbourhood correlates strongly; a far region does not.
     path = (
         out
-        / "sub-01/func/sub-01_task-rest_space-MNI152NLin2009cAsym_seed-mPFC_stat-z_boldmap.nii.gz"
+        / "sub-01/func/sub-01_task-rest_space-MNI152NLin2009cAsym_seed-mPFC_stat-fisherz_boldmap.nii.gz"
     )
     assert sphere_mean(path, (1.0, 55.0, -3.0), 6) > 1.0
     assert abs(sphere_mean(path, (0.0, -20.0, 60.0), 6)) < 0.5
@@ -111,7 +111,8 @@ def test_mni152nlin6asym_las_grid(tmp_path):
     generate_demo(tmp_path, n_subjects=2, n_volumes=80, space="MNI152NLin6Asym", seed=4)
     out = run_participant(tmp_path, "MNI152NLin6Asym")
     path = (
-        out / "sub-01/func/sub-01_task-rest_space-MNI152NLin6Asym_seed-mPFC_stat-z_boldmap.nii.gz"
+        out
+        / "sub-01/func/sub-01_task-rest_space-MNI152NLin6Asym_seed-mPFC_stat-fisherz_boldmap.nii.gz"
     )
     img = nb.load(path)
     assert img.affine[0, 0] < 0  # LAS, as FSL's grid

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import nibabel as nb
@@ -73,7 +74,9 @@ def make_dataset(
                 0.3 + 0.1 * noise + (effect * planted if seed == "mPFC" and not responder else 0)
             )
             volume = np.where(brain, volume, np.nan).astype(np.float32)
-            name = f"sub-{label}_task-rest_space-{space}_res-2_seed-{seed}_stat-z_boldmap.nii.gz"
+            name = (
+                f"sub-{label}_task-rest_space-{space}_res-2_seed-{seed}_stat-fisherz_boldmap.nii.gz"
+            )
             nb.save(nb.Nifti1Image(volume, affine), func / name)
         qc = pd.DataFrame([{"mean_fd": 0.1 + 0.01 * k, "included": True}])
         qc.to_csv(func / f"sub-{label}_task-rest_desc-denoising_qc.tsv", sep="\t", index=False)
@@ -301,6 +304,25 @@ def test_no_participant_outputs(tmp_path):
     settings = make_dataset(tmp_path, seeds=())
     with pytest.raises(NoUsableDataError, match="run the participant level first"):
         run_group(settings)
+
+
+def test_maps_named_stat_z_by_version_0_1_0_are_read_with_a_warning(tmp_path, caplog):
+    settings = make_dataset(tmp_path, n_per_group=3, seeds=("PCC",))
+    func = settings.output_dir / "sub-02" / "func"
+    current = next(func.glob("*_stat-fisherz_boldmap.nii.gz"))
+    legacy = current.with_name(current.name.replace("stat-fisherz", "stat-z"))
+    current.rename(legacy)
+    with caplog.at_level("WARNING"):
+        index = maps.find_subject_maps(settings)
+    assert index.files["PCC"]["sub-02"] == legacy
+    assert "1 subject-level maps are named stat-z" in caplog.text and legacy.name in caplog.text
+    # a current map beside a 0.1.0 one wins, without a warning
+    shutil.copyfile(legacy, current)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        index = maps.find_subject_maps(settings)
+    assert index.files["PCC"]["sub-02"] == current and "stat-z" not in caplog.text
+    assert len(index.participants) == 6
 
 
 def test_maps_on_different_grids_name_two_files(tmp_path):

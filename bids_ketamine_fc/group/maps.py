@@ -3,7 +3,10 @@
 Subject-level maps live in ``OUTPUT_DIR/sub-<label>/func/`` without ``ses-`` or ``run-`` entity
 (runs and sessions concatenated, as CONN does)::
 
-    sub-<label>_task-<task>_space-<space>[_res-<res>]_seed-<seed>_stat-z_boldmap.nii.gz
+    sub-<label>_task-<task>_space-<space>[_res-<res>]_seed-<seed>_stat-fisherz_boldmap.nii.gz
+
+Version 0.1.0 named the same maps ``stat-z``; they are still read (with a warning) where no
+``stat-fisherz`` map of the same participant and seed exists.
 
 Voxels that are not finite or exactly 0 are invalid; the analysis mask of a seed is the set of
 voxels valid in every map analysed (SPM's implicit mask). Voxel data are returned as ``(n_subjects,
@@ -28,8 +31,10 @@ LOGGER = logging.getLogger(__name__)
 
 _MAP_RE = re.compile(
     r"^(?P<sub>sub-[A-Za-z0-9]+)_task-(?P<task>[A-Za-z0-9]+)_space-(?P<space>[A-Za-z0-9]+)"
-    r"(?:_res-(?P<res>[A-Za-z0-9]+))?_seed-(?P<seed>[A-Za-z0-9]+)_stat-z_boldmap\.nii\.gz$"
+    r"(?:_res-(?P<res>[A-Za-z0-9]+))?_seed-(?P<seed>[A-Za-z0-9]+)_stat-(?P<stat>fisherz|z)_boldmap\.nii\.gz$"
 )
+#: ``stat-`` value of the subject-level maps written by version 0.1.0 (same content).
+LEGACY_STAT = "z"
 #: Largest difference (mm) between two affines still counted as the same grid.
 _AFFINE_TOL = 1e-3
 
@@ -79,21 +84,32 @@ def _scan(settings: Settings) -> list[tuple[re.Match, Path]]:
     wanted = None
     if settings.participant_label:
         wanted = {f"sub-{label.removeprefix('sub-')}" for label in settings.participant_label}
-    found = []
-    for path in sorted(out_dir.glob("sub-*/func/sub-*_stat-z_boldmap.nii.gz")):
+    found = {}
+    for path in sorted(out_dir.glob("sub-*/func/sub-*_stat-*_boldmap.nii.gz")):
         match = _MAP_RE.match(path.name)
         if match is None or match["task"] != settings.task_id:
             continue
         if match["sub"] != path.parents[1].name or (wanted and match["sub"] not in wanted):
             continue
-        found.append((match, path))
+        key = (match["sub"], match["space"], match["res"], match["seed"])
+        if key not in found or found[key][0]["stat"] == LEGACY_STAT:
+            found[key] = (match, path)
+    legacy = [path for match, path in found.values() if match["stat"] == LEGACY_STAT]
+    if legacy:
+        LOGGER.warning(
+            "%d subject-level maps are named stat-z, as bids_ketamine_fc 0.1.0 wrote them (e.g. "
+            "%s); they are read as Fisher z maps. Rerun the participant level to get the current "
+            "name, stat-fisherz.",
+            len(legacy),
+            legacy[0],
+        )
     if not found:
         raise NoUsableDataError(
             f"{out_dir}: no subject-level maps (sub-<label>/func/sub-<label>_task-"
-            f"{settings.task_id}_space-<space>_seed-<seed>_stat-z_boldmap.nii.gz); "
+            f"{settings.task_id}_space-<space>_seed-<seed>_stat-fisherz_boldmap.nii.gz); "
             "run the participant level first (or check --task-id and --participant-label)."
         )
-    return found
+    return sorted(found.values(), key=lambda item: str(item[1]))
 
 
 def _check_spaces(found: list[tuple[re.Match, Path]], space: str) -> None:

@@ -35,8 +35,8 @@ def run_folder(prefix: str) -> Path:
 
 
 def subject_map_name(subject: str, task: str, space_entities: str, seed: str) -> str:
-    """Return the subject-level seed map name ``sub-X_task-T_space-S[_res-R]_seed-N_stat-z_boldmap``."""
-    return f"sub-{subject}_task-{task}_{space_entities}_seed-{seed}_stat-z_boldmap"
+    """Return the subject-level seed map name ``sub-X_task-T_space-S[_res-R]_seed-N_stat-fisherz_boldmap``."""
+    return f"sub-{subject}_task-{task}_{space_entities}_seed-{seed}_stat-fisherz_boldmap"
 
 
 def install_run_files(result: dict, prefix: str, output_dir: Path) -> list[str]:

@@ -230,7 +230,7 @@ def _write_run_files(
     affine = nb.load(run["mask"]).affine
     sources = [str(Path(run["bold"]).name), str(Path(run["confounds"]).name)]
     for row, item in enumerate(resolved):
-        stem = out_dir / f"{run['space_prefix']}_seed-{item.seed.name}_stat-z_boldmap"
+        stem = out_dir / f"{run['space_prefix']}_seed-{item.seed.name}_stat-fisherz_boldmap"
         img = nb.Nifti1Image(to_volume(z[row], corr.mask), affine)
         img.header.set_xyzt_units("mm")
         nb.save(img, f"{stem}.nii.gz")
