@@ -128,14 +128,18 @@ def test_no_usable_tr(dataset, capsys):
     assert_user_error(code, err, "RepetitionTime", out=root / "out")
 
 
-def test_band_pass_above_nyquist(dataset, capsys):
+def test_low_pass_above_nyquist_is_no_low_pass_as_conn(dataset, capsys, caplog):
     root, bids = dataset
     strategy = root / "fast.yml"
     strategy.write_text(
         "name: fast\nconfounds: {motion: basic}\nfilter: {type: fft, low: 0.01, high: 0.3}\n"
     )
-    code, err = run_cli(capsys, *base_args(root, bids, "--denoise-strategy", strategy))
-    assert_user_error(code, err, "Nyquist", "0.25", out=root / "out")
+    code, _ = run_cli(capsys, *base_args(root, bids, "--denoise-strategy", strategy))
+    assert code == 0
+    assert "Nyquist frequency 0.25 Hz" in caplog.text
+    sidecar = next((root / "out").rglob("*_seed-mPFC_*.json"))
+    notes = json.loads(sidecar.read_text())["DenoisingNotes"]
+    assert notes and "no effective low-pass" in notes[0]
 
 
 def test_malformed_seed_file_and_seed_outside_brain(dataset, capsys):

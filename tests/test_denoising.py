@@ -6,7 +6,9 @@ from bids_ketamine_fc.participant.denoising import (
     build_operator,
     butterworth_matrix,
     fft_bandpass_matrix,
+    filter_matrix,
     gaussian_sigma_vox,
+    lowpass_note,
     smooth_in_mask,
 )
 
@@ -20,7 +22,7 @@ def conn_filter(y, tr, low, high):
     spec = np.fft.fft(ext)
     f = np.arange(ext.size)
     f = np.minimum(f, ext.size - f)
-    spec[(f < low * tr * ext.size) | (f >= high * tr * ext.size)] = 0
+    spec[(f < low * (tr * ext.size)) | (f >= high * (tr * ext.size))] = 0
     return np.fft.ifft(spec).real[:n]
 
 
@@ -37,6 +39,36 @@ def test_fft_bandpass_frequency_response():
     assert np.allclose(F, F.T) and np.allclose(F @ F, F)
     y = np.random.default_rng(0).standard_normal(n) + 0.01 * t
     assert np.allclose(F @ y, conn_filter(y, TR, 0.008, 0.09))
+
+
+# Number of cosines conn_filter keeps for the band 0.008-0.09 Hz: the trace of
+# conn_filter(rt, [0.008 0.09], eye(T)) computed by CONN 20.a's conn_filter.m (github alfnie/conn,
+# commit 1f26d3e) under GNU Octave 7.3. At T = 450, TR = 3 s the low-pass edge falls exactly on bin
+# 243 (0.09 * (3 * 900) = 243.0), which CONN removes; at TR = 7 s the low-pass edge is above the
+# Nyquist frequency and removes nothing.
+CONN_KEPT_COSINES = {
+    (450, 3.0): 221, (150, 2.5): 62, (151, 3.0): 74, (300, 2.0): 98, (200, 0.8): 26,
+    (240, 1.5): 59, (100, 7.0): 88,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("n", "tr"), sorted(CONN_KEPT_COSINES))
+def test_fft_bandpass_edges_as_conn_filter(n, tr):
+    band = fft_bandpass_matrix(n, tr, 0.008, 0.09)
+    assert round(np.trace(band)) == CONN_KEPT_COSINES[(n, tr)]
+    y = np.random.default_rng(n).standard_normal(n)
+    assert np.allclose(band @ y, conn_filter(y, tr, 0.008, 0.09), atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["fft", "butterworth"])
+def test_low_pass_above_nyquist_is_no_low_pass(kind):
+    """TR 7 s: 0.09 Hz is above Nyquist (0.071 Hz); CONN keeps every bin, so only the high-pass acts."""
+    order = {"order": 2} if kind == "butterworth" else {}
+    band = filter_matrix(100, 7.0, {"type": kind, "low": 0.008, "high": 0.09, **order})
+    high_pass = filter_matrix(100, 7.0, {"type": kind, "low": 0.008, "high": None, **order})
+    assert np.array_equal(band, high_pass)
+    assert lowpass_note(0.09, 7.0).startswith("low-pass cut-off 0.09 Hz is at or above")
+    assert lowpass_note(0.09, 2.0) is None and lowpass_note(None, 7.0) is None
 
 
 def test_butterworth_matrix_matches_nilearn():

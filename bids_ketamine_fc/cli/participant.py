@@ -16,8 +16,9 @@ POLL_SLEEP = 0.1
 def preflight(settings: Settings) -> list:
     """Find the runs and check everything that can be checked without reading the BOLD data.
 
-    Confounds columns, band-pass against Nyquist, and the seeds against each run's brain mask are
-    checked here so that a user mistake stops the run before any output is written.
+    Confounds columns and the seeds against each run's brain mask are
+    checked here so that a user mistake stops the run before any output is written; a low-pass
+    cut-off at or above a run's Nyquist frequency is logged (no effective low-pass, as in CONN).
 
     Returns
     -------
@@ -25,6 +26,7 @@ def preflight(settings: Settings) -> list:
     """
     import nibabel as nb
 
+    from bids_ketamine_fc.participant.denoising import lowpass_note
     from bids_ketamine_fc.participant.run import prepare_confounds
     from bids_ketamine_fc.participant.seeds import load_seed_set, resolve_seeds
     from bids_ketamine_fc.participant.strategy import load_strategy
@@ -45,12 +47,9 @@ def preflight(settings: Settings) -> list:
     )
     high = strategy.filter.high if strategy.filter is not None else None
     for run in runs:
-        if high is not None and high >= 0.5 / run.tr:
-            raise UserInputError(
-                f"--denoise-strategy {settings.denoise_strategy}: low-pass cutoff {high} Hz is at or above "
-                f"the Nyquist frequency {0.5 / run.tr:.3g} Hz of {run.bold.name} (TR {run.tr} s): "
-                "lower filter.high in a strategy file"
-            )
+        note = lowpass_note(high, run.tr)
+        if note:
+            LOGGER.warning("%s: %s", run.bold.name, note)
         prepare_confounds(run.confounds, strategy, settings.dummy_scans)
         resolve_seeds(seeds, nb.load(run.mask), settings.space, settings.min_seed_coverage)
     return runs

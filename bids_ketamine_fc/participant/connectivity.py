@@ -145,10 +145,15 @@ def seed_correlation(
 
     As CONN does, seed series come from the unsmoothed data and voxel series from the smoothed data.
 
+    Each voxel's temporal mean is removed from ``series`` first, in place: the cleaning operator
+    removes constants, so this changes nothing in exact arithmetic, but the float32 product with
+    the operator then works on fluctuations of about the noise level instead of raw values of
+    1000-10000, whose rounding errors would grow with the signal level.
+
     Parameters
     ----------
     series : ndarray, shape (T, n_voxels), float32
-        Brain-voxel series after dropping dummies (:func:`read_brain_series`).
+        Brain-voxel series after dropping dummies (:func:`read_brain_series`); demeaned in place.
     mask : ndarray of bool, 3D
     affine : ndarray (4, 4)
     operator : CleaningOperator
@@ -161,6 +166,7 @@ def seed_correlation(
     -------
     SeedCorrelation
     """
+    series -= series.mean(axis=0, dtype=np.float64).astype(series.dtype)
     coef = operator.coef.T @ series  # (k, n_voxels), float32
     seed_coef = np.stack([coef[:, idx].mean(axis=1) for idx in seed_voxels]).astype(np.float64)
     if fwhm_mm > 0:

@@ -57,9 +57,14 @@ def fft_bandpass_matrix(
     """Return CONN's FFT band-pass filter (``conn_filter``) as a ``T x T`` matrix.
 
     As CONN does, the series is mirror-extended to ``2T`` samples (a discrete cosine basis), DFT bins
-    whose folded index ``f`` satisfies ``f < low * TR * 2T`` or ``f >= high * TR * 2T`` are set to
-    zero, and the first ``T`` samples of the inverse transform are kept. The result is a symmetric,
-    idempotent matrix: an orthogonal projection onto the cosines inside the band.
+    whose folded index ``f`` satisfies ``f < low * (TR * 2T)`` or ``f >= high * (TR * 2T)`` are set
+    to zero, and the first ``T`` samples of the inverse transform are kept. The result is a
+    symmetric, idempotent matrix: an orthogonal projection onto the cosines inside the band. The
+    edges are computed in CONN's order of operations (``conn_filter.m``: ``filter(1)*(rt*size(fy,1))``)
+    because an edge that falls exactly on a bin is decided by the last bit: at T = 450, TR = 3 s,
+    ``0.09 * (3 * 900)`` is 243.0 and bin 243 is removed, while ``(0.09 * 3) * 900`` is 243.00000000000003
+    and would keep it. A ``high`` at or above the Nyquist frequency removes nothing (CONN's
+    behaviour: no effective low-pass).
 
     Parameters
     ----------
@@ -79,9 +84,9 @@ def fft_bandpass_matrix(
     folded = np.minimum(index, length - index)
     keep = np.ones(length, dtype=bool)
     if low is not None:
-        keep &= folded >= low * tr * length
+        keep &= folded >= low * (tr * length)
     if high is not None:
-        keep &= folded < high * tr * length
+        keep &= folded < high * (tr * length)
     identity = np.eye(n_volumes)
     extended = np.concatenate([identity, identity[::-1]], axis=0)
     spectrum = np.fft.fft(extended, axis=0) * keep[:, None]
@@ -120,11 +125,33 @@ def butterworth_matrix(
     )
 
 
+def lowpass_note(high: float | None, tr: float) -> str | None:
+    """Return a note when a low-pass cut-off is at or above the Nyquist frequency, else None.
+
+    CONN accepts such a band (its FFT filter then removes no bin: no effective low-pass); so do we,
+    with this note in the log and in the seed maps' sidecars.
+    """
+    nyquist = 0.5 / tr
+    if high is None or high < nyquist:
+        return None
+    return (
+        f"low-pass cut-off {high:g} Hz is at or above the Nyquist frequency {nyquist:.3g} Hz "
+        f"(TR {tr:g} s): no effective low-pass filter, as in CONN"
+    )
+
+
 def filter_matrix(n_volumes: int, tr: float, filt: dict | None) -> np.ndarray:
-    """Return the band-pass matrix a strategy's ``filter`` entry describes (identity when none)."""
+    """Return the band-pass matrix a strategy's ``filter`` entry describes (identity when none).
+
+    A low-pass cut-off at or above the Nyquist frequency is dropped (:func:`lowpass_note`).
+    """
     if not filt or filt.get("type") in (None, "none"):
         return np.eye(n_volumes)
     low, high = filt.get("low"), filt.get("high")
+    if lowpass_note(high, tr):
+        high = None
+    if low is None and high is None:
+        return np.eye(n_volumes)
     if filt["type"] == "fft":
         return fft_bandpass_matrix(n_volumes, tr, low, high)
     if filt["type"] == "butterworth":

@@ -25,7 +25,7 @@ from bids_ketamine_fc.participant.connectivity import (
     seed_correlation,
     to_volume,
 )
-from bids_ketamine_fc.participant.denoising import build_operator
+from bids_ketamine_fc.participant.denoising import build_operator, lowpass_note
 from bids_ketamine_fc.participant.seeds import load_seed_set, resolve_seeds, seed_index
 from bids_ketamine_fc.participant.strategy import Strategy
 
@@ -105,6 +105,8 @@ def process_run(run: dict, strategy: Strategy, options: RunOptions, out_dir: Pat
     series = read_brain_series(Path(run["bold"]), mask, n_dummy)
     outliers = cf.scrub_outliers(strategy, fd, series.global_signal)
     qc = _run_qc(strategy, fd, n_dummy, outliers, series.tsnr, names)
+    notes = [lowpass_note(strategy.filter.high if strategy.filter else None, run["tr"])]
+    qc["notes"] = "; ".join(note for note in notes if note) or "n/a"
     if qc["n_kept"] < options.min_volumes:
         reason = f"{qc['n_kept']} volumes left after scrubbing"
         return _excluded(
@@ -201,6 +203,7 @@ def map_sidecar(
         "VolumesScrubbed": qc["n_scrubbed"],
         "VolumesKept": qc["n_kept"],
         "DegreesOfFreedom": qc["dof"],
+        "DenoisingNotes": [] if qc.get("notes", "n/a") == "n/a" else qc["notes"].split("; "),
         "Sources": sources,
         "SoftwareVersions": software_versions(),
     }
