@@ -16,7 +16,7 @@ from pathlib import Path
 import nibabel as nb
 import numpy as np
 
-from bids_ketamine_fc.exceptions import UserInputError
+from bids_ketamine_fc.exceptions import MissingInputError, UserInputError
 
 LOGGER = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def get_template_file(space: str, resolution: int | None, **entities) -> Path:
     if not usable:
         wanted = by_res[order[0]].name if order else _expected_name(space, resolution, entities)
         state = "is a zero-byte placeholder" if order else "is missing"
-        raise UserInputError(
+        raise MissingInputError(
             f"TemplateFlow file {wanted} {state} in TEMPLATEFLOW_HOME={conf.TF_HOME} and "
             "will not be downloaded; set TEMPLATEFLOW_HOME to a folder holding it."
         )

@@ -25,8 +25,10 @@ def run_cli(capsys, *args):
     return code, capsys.readouterr().err
 
 
-def assert_user_error(code, err, *words, out=None):
+def assert_user_error(code, err, *words, out=None, status=None):
     assert code != 0
+    if status is not None:
+        assert code == status, (code, err)
     lines = [line for line in err.strip().splitlines() if line.strip()]
     assert len(lines) == 1, err
     assert "Traceback" not in err
@@ -58,32 +60,49 @@ def test_version(capsys):
 
 def test_missing_and_non_bids_dir(tmp_path, capsys):
     code, err = run_cli(capsys, tmp_path / "nope", tmp_path / "out", "participant")
-    assert_user_error(code, err, "does not exist", out=tmp_path / "out")
+    assert_user_error(code, err, "does not exist", out=tmp_path / "out", status=66)
     (tmp_path / "empty").mkdir()
     code, err = run_cli(capsys, tmp_path / "empty", tmp_path / "out", "participant")
-    assert_user_error(code, err, "dataset_description.json")
+    assert_user_error(code, err, "dataset_description.json", status=16)
 
 
 def test_no_outputs_for_task_or_space(dataset, capsys):
     root, bids = dataset
     code, err = run_cli(capsys, *base_args(root, bids, "--task-id", "nback"))
-    assert_user_error(code, err, "--task-id nback", out=root / "out")
+    assert_user_error(code, err, "--task-id nback", out=root / "out", status=18)
     code, err = run_cli(capsys, *base_args(root, bids, "--space", "MNI152NLin6Asym"))
-    assert_user_error(code, err, "MNI152NLin6Asym", out=root / "out")
+    assert_user_error(code, err, "MNI152NLin6Asym", out=root / "out", status=18)
 
 
 @pytest.mark.parametrize(
-    "label,words",
+    "label,words,status",
     [
-        ("07", ["07", "not found"]),
-        ("../01", ["not a valid BIDS label"]),
-        ("sub-0/1", ["not a valid"]),
+        ("07", ["07", "not found"], 18),
+        ("../01", ["not a valid BIDS label"], 64),
+        ("sub-0/1", ["not a valid"], 64),
     ],
 )
-def test_bad_participant_labels(dataset, capsys, label, words):
+def test_bad_participant_labels(dataset, capsys, label, words, status):
     root, bids = dataset
     code, err = run_cli(capsys, *base_args(root, bids, "--participant-label", label))
-    assert_user_error(code, err, *words, out=root / "out")
+    assert_user_error(code, err, *words, out=root / "out", status=status)
+
+
+@pytest.mark.parametrize(
+    "args,status,word",
+    [
+        (["participant", "--smoothing-fwhm", "-1"], 64, "--smoothing-fwhm"),
+        (["participant", "--nprocs", "two"], 64, "--nprocs"),
+        (["subject"], 17, "analysis_level"),
+        ([], 64, "required"),
+    ],
+)
+def test_command_line_mistakes_exit_with_usage_codes(tmp_path, capsys, args, status, word):
+    with pytest.raises(SystemExit) as exc:
+        main([str(tmp_path), str(tmp_path / "out"), *args] if args else [str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exc.value.code == status
+    assert_user_error(status, err, word)
 
 
 def test_confounds_missing_or_lacking_columns(dataset, capsys):
@@ -92,10 +111,12 @@ def test_confounds_missing_or_lacking_columns(dataset, capsys):
     table = pd.read_csv(tsv, sep="\t")
     table.drop(columns=["rot_z", "trans_x_derivative1"]).to_csv(tsv, sep="\t", index=False)
     code, err = run_cli(capsys, *base_args(root, bids))
-    assert_user_error(code, err, "rot_z", "trans_x_derivative1", tsv.name, out=root / "out")
+    assert_user_error(
+        code, err, "rot_z", "trans_x_derivative1", tsv.name, out=root / "out", status=65
+    )
     tsv.unlink()
     code, err = run_cli(capsys, *base_args(root, bids))
-    assert_user_error(code, err, "confounds", out=root / "out")
+    assert_user_error(code, err, "confounds", out=root / "out", status=66)
 
 
 def test_bold_and_mask_on_different_grids(dataset, capsys):
@@ -104,7 +125,7 @@ def test_bold_and_mask_on_different_grids(dataset, capsys):
     img = nb.load(mask)
     nb.save(nb.Nifti1Image(np.asarray(img.dataobj)[:-1], img.affine), mask)
     code, err = run_cli(capsys, *base_args(root, bids))
-    assert_user_error(code, err, "different grids", mask.name, out=root / "out")
+    assert_user_error(code, err, "different grids", mask.name, out=root / "out", status=65)
 
 
 def test_nan_inside_mask(dataset, capsys):
@@ -114,7 +135,7 @@ def test_nan_inside_mask(dataset, capsys):
     data[16, 20, 16, 5] = np.nan
     nb.save(nb.Nifti1Image(data, AFFINE), bold)
     code, err = run_cli(capsys, *base_args(root, bids))
-    assert_user_error(code, err, "NaN", bold.name, out=root / "out")
+    assert_user_error(code, err, "NaN", bold.name, out=root / "out", status=65)
 
 
 def test_no_usable_tr(dataset, capsys):
@@ -165,7 +186,7 @@ def test_output_dir_inside_inputs(dataset, capsys, where):
         "inside": bids / "sub-01" / "out",
     }[where]
     code, err = run_cli(capsys, bids, out, "participant")
-    assert_user_error(code, err, "OUTPUT_DIR")
+    assert_user_error(code, err, "OUTPUT_DIR", status=64)
 
 
 def test_too_few_volumes_excludes_run_then_fails_when_nothing_left(tmp_path, capsys):
@@ -182,7 +203,7 @@ def test_too_few_volumes_excludes_run_then_fails_when_nothing_left(tmp_path, cap
     assert not list((tmp_path / "out/sub-01/func").glob("*_boldmap.nii.gz"))
     shutil.rmtree(tmp_path / "out")
     code, err = run_cli(capsys, *base_args(tmp_path, bids, "--participant-label", "01"))
-    assert_user_error(code, err, "no usable run")
+    assert_user_error(code, err, "no usable run", status=65)
 
 
 def test_sessions_and_runs_are_combined_and_selected(tmp_path, capsys):

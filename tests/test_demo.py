@@ -313,7 +313,7 @@ def test_cli_writes_the_fsl_las_grid_and_rejects_bad_options(tmp_path):
     bad = subprocess.run(
         command[:4] + ["--n-subjects", "1"], capture_output=True, text=True, timeout=120
     )
-    assert bad.returncode == 2 and "--n-subjects" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 64 and "--n-subjects" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def _label_at_float(image, xyz) -> float:

@@ -14,7 +14,7 @@ from scipy import ndimage
 
 from bids_ketamine_fc.cli.group import run_group
 from bids_ketamine_fc.config import Settings
-from bids_ketamine_fc.exceptions import NoUsableDataError, UserInputError
+from bids_ketamine_fc.exceptions import MissingInputError, UserInputError
 from bids_ketamine_fc.group import maps
 from bids_ketamine_fc.group.inference import clusters
 
@@ -302,7 +302,7 @@ def test_empty_map_excludes_the_participant(tmp_path, tf_home):
 
 def test_no_participant_outputs(tmp_path):
     settings = make_dataset(tmp_path, seeds=())
-    with pytest.raises(NoUsableDataError, match="run the participant level first"):
+    with pytest.raises(MissingInputError, match="run the participant level first"):
         run_group(settings)
 
 
@@ -381,6 +381,6 @@ def test_command_line_reports_a_user_error_in_one_line(tmp_path, capsys):
 
     settings = make_dataset(tmp_path, n_per_group=3, seeds=("PCC",))
     argv = [str(settings.bids_dir), str(settings.output_dir), "group", "--pain-pre", "vas"]
-    assert main(argv) == 2
+    assert main(argv) == 64  # usage: --pain-pre names no column
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--pain-pre vas: no such column" in err[0]

@@ -171,6 +171,18 @@ def test_boutiques_descriptor_matches_parser():
     assert {g["name"]: g["members"] for g in descriptor["groups"]} == groups
 
 
+def test_exit_codes_are_one_table():
+    """``boutiques.json`` and ``docs/usage.rst`` list exactly the statuses of ``ExitCode``."""
+    from bids_ketamine_fc.exceptions import EXIT_CODES, ExitCode
+
+    assert set(EXIT_CODES) == set(ExitCode)
+    listed = {item["code"]: item["description"] for item in _descriptor()["error-codes"]}
+    assert listed == {int(c): text for c, text in EXIT_CODES.items() if c != ExitCode.SUCCESS}
+    usage = (ROOT / "docs" / "usage.rst").read_text()
+    table = usage.split("Exit status\n", 1)[1].split("Command-line reference", 1)[0]
+    assert [int(c) for c in re.findall(r"^   \* - ``(\d+)``$", table, re.M)] == sorted(ExitCode)
+
+
 def test_boutiques_descriptor_is_valid():
     pytest.importorskip("boutiques")
     from boutiques import bosh

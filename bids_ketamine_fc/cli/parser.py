@@ -9,8 +9,23 @@ import argparse
 from pathlib import Path
 
 from bids_ketamine_fc import __version__
+from bids_ketamine_fc.exceptions import ExitCode
 
 INFERENCE_CHOICES = ("rft", "permutation", "tfce")
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse with the exit statuses of :class:`~bids_ketamine_fc.exceptions.ExitCode`.
+
+    A command-line mistake prints one line (not the usage block) and exits 64 (usage), or 17 for an
+    unknown analysis level (BIDS-Apps 2.0); argparse's own status 2 is reserved by the shell.
+    """
+
+    def error(self, message: str):
+        code = ExitCode.USAGE
+        if message.startswith("argument analysis_level"):
+            code = ExitCode.UNKNOWN_LEVEL
+        self.exit(int(code), f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _positive_float(value: str) -> float:
@@ -42,7 +57,7 @@ def get_parser() -> argparse.ArgumentParser:
     argparse.ArgumentParser
         The parser; ``docs/usage.rst`` renders it with sphinx-argparse.
     """
-    parser = argparse.ArgumentParser(
+    parser = _ArgumentParser(
         prog="bids_ketamine_fc",
         description=(
             "Seed-to-voxel resting-state functional connectivity from fMRIPrep outputs "

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from bids_ketamine_fc.config import Settings
-from bids_ketamine_fc.exceptions import NoUsableDataError, UserInputError
+from bids_ketamine_fc.exceptions import NoUsableDataError, UsageError, UserInputError
 
 LOGGER = logging.getLogger("bids_ketamine_fc")
 # nipype's MultiProc polls every 2 s by default; runs here last seconds.
@@ -33,7 +33,7 @@ def preflight(settings: Settings) -> list:
     from bids_ketamine_fc.utils.bids import SUPPORTED_SPACES, collect_runs
 
     if settings.space not in SUPPORTED_SPACES:
-        raise UserInputError(
+        raise UsageError(
             f"--space {settings.space} is not supported: use one of {', '.join(SUPPORTED_SPACES)}"
         )
     strategy = load_strategy(settings.denoise_strategy, settings.fd_threshold)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from bids_ketamine_fc.config import Settings
-from bids_ketamine_fc.exceptions import NoUsableDataError, UserInputError
+from bids_ketamine_fc.exceptions import UsageError, UserInputError
 
 LOGGER = logging.getLogger("bids_ketamine_fc")
 
@@ -27,7 +27,7 @@ def build_settings(opts) -> Settings:
     output_dir = check_output_dir(opts.output_dir, bids_dir, fmriprep_dir)
     work_dir = (opts.work_dir or output_dir.parent / "work").absolute()
     if work_dir == output_dir or output_dir in work_dir.parents:
-        raise UserInputError(f"-w/--work-dir {work_dir} is inside OUTPUT_DIR: put it elsewhere")
+        raise UsageError(f"-w/--work-dir {work_dir} is inside OUTPUT_DIR: put it elsewhere")
     return Settings(
         bids_dir=bids_dir,
         output_dir=output_dir,
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         if LOGGER.handlers:  # the log file exists only once outputs have started
             LOGGER.error(message, extra={"user_error": True})
         print(f"bids_ketamine_fc: error: {message}", file=sys.stderr)
-        return 3 if isinstance(err, NoUsableDataError) else 2
+        return int(err.exit_code)
     except Exception:
         LOGGER.exception("bids_ketamine_fc crashed")
         raise

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     except UserInputError as err:
         print(f"bids_ketamine_fc.demo: error: {err}", file=sys.stderr)
-        return 2
+        return int(err.exit_code)
     for key in ("bids_dir", "fmriprep_dir", "templateflow_home", "ground_truth_tsv"):
         print(f"{key}: {result[key]}")
     print(f"generated {args.n_subjects} participants in {time.perf_counter() - start:.1f} s")

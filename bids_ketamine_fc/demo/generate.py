@@ -15,7 +15,7 @@ from bids_ketamine_fc.demo.dataset import write_dataset_files, write_subject
 from bids_ketamine_fc.demo.phenotype import make_cohort
 from bids_ketamine_fc.demo.signals import Phantom, build_phantom
 from bids_ketamine_fc.demo.templateflow_home import SPACES, write_templateflow_home
-from bids_ketamine_fc.exceptions import UserInputError
+from bids_ketamine_fc.exceptions import UsageError
 from bids_ketamine_fc.utils.io import atomic_write_tsv
 
 MIN_VOLUMES = 40
@@ -32,15 +32,15 @@ TRUTH_COLUMNS = [
 
 def _check(n_subjects: int, n_volumes: int, tr: float, voxel_size: float, space: str) -> None:
     if n_subjects < 2:
-        raise UserInputError(f"--n-subjects {n_subjects}: need at least 2 (one R, one NR)")
+        raise UsageError(f"--n-subjects {n_subjects}: need at least 2 (one R, one NR)")
     if n_volumes < MIN_VOLUMES:
-        raise UserInputError(f"--n-volumes {n_volumes}: need at least {MIN_VOLUMES} volumes")
+        raise UsageError(f"--n-volumes {n_volumes}: need at least {MIN_VOLUMES} volumes")
     if not 0.3 <= tr <= 6.0:
-        raise UserInputError(f"--tr {tr}: give a repetition time between 0.3 and 6 s")
+        raise UsageError(f"--tr {tr}: give a repetition time between 0.3 and 6 s")
     if not 1.5 <= voxel_size <= 8.0:
-        raise UserInputError(f"--voxel-size {voxel_size}: give a voxel size between 1.5 and 8 mm")
+        raise UsageError(f"--voxel-size {voxel_size}: give a voxel size between 1.5 and 8 mm")
     if space not in SPACES:
-        raise UserInputError(f"--space {space!r}: choose one of {', '.join(SPACES)}")
+        raise UsageError(f"--space {space!r}: choose one of {', '.join(SPACES)}")
 
 
 def _write_chunk(bids: Path, phantom: Phantom, tasks: list, space: str, n_volumes: int, tr: float):

@@ -25,7 +25,7 @@ import nibabel as nb
 import numpy as np
 
 from bids_ketamine_fc.config import Settings
-from bids_ketamine_fc.exceptions import NoUsableDataError, UserInputError
+from bids_ketamine_fc.exceptions import MissingInputError, NothingSelectedError, UserInputError
 
 LOGGER = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def _scan(settings: Settings) -> list[tuple[re.Match, Path]]:
             legacy[0],
         )
     if not found:
-        raise NoUsableDataError(
+        raise MissingInputError(
             f"{out_dir}: no subject-level maps (sub-<label>/func/sub-<label>_task-"
             f"{settings.task_id}_space-<space>_seed-<seed>_stat-fisherz_boldmap.nii.gz); "
             "run the participant level first (or check --task-id and --participant-label)."
@@ -118,7 +118,7 @@ def _check_spaces(found: list[tuple[re.Match, Path]], space: str) -> None:
     if not in_space:
         other = found[0]
         spaces = sorted({m["space"] for m, _ in found})
-        raise UserInputError(
+        raise NothingSelectedError(
             f"--space {space}: no subject-level maps in this space, but maps in "
             f"{', '.join(spaces)} (e.g. {other[1]}); use --space {other[0]['space']}."
         )
@@ -154,7 +154,7 @@ def find_subject_maps(settings: Settings) -> MapIndex:
 
     Raises
     ------
-    NoUsableDataError
+    MissingInputError
         No subject-level map is found.
     UserInputError
         Maps are in another space, on different grids or resolutions (the message names two

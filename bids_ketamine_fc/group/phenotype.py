@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from bids_ketamine_fc.config import Settings
-from bids_ketamine_fc.exceptions import UserInputError
+from bids_ketamine_fc.exceptions import MissingInputError, UsageError, UserInputError
 
 LOGGER = logging.getLogger(__name__)
 
@@ -60,13 +60,13 @@ def _phenotype_files(settings: Settings) -> list[Path]:
     if settings.phenotype is not None:
         path = Path(settings.phenotype)
         if not path.is_file():
-            raise UserInputError(f"--phenotype {path}: file not found.")
+            raise MissingInputError(f"--phenotype {path}: file not found.")
         return [path]
     bids_dir = Path(settings.bids_dir)
     files = [bids_dir / "participants.tsv"] if (bids_dir / "participants.tsv").is_file() else []
     files += sorted((bids_dir / "phenotype").glob("*.tsv"))
     if not files:
-        raise UserInputError(
+        raise MissingInputError(
             f"{bids_dir}: neither participants.tsv nor phenotype/*.tsv found; "
             "give the table of pain scores with --phenotype."
         )
@@ -124,7 +124,7 @@ def read_phenotype(settings: Settings) -> tuple[pd.DataFrame, list[Path]]:
 def _numeric_column(table: pd.DataFrame, column: str, option: str, source: str) -> pd.Series:
     """Return ``table[column]`` as floats (NaN where missing or not a number)."""
     if column not in table.columns:
-        raise UserInputError(
+        raise UsageError(
             f"{option} {column}: no such column in {source} "
             f"(columns: {', '.join(map(str, table.columns))})."
         )

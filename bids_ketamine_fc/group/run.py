@@ -33,7 +33,7 @@ import pandas as pd
 
 from bids_ketamine_fc import __version__
 from bids_ketamine_fc.config import Settings
-from bids_ketamine_fc.exceptions import UserInputError
+from bids_ketamine_fc.exceptions import UsageError
 from bids_ketamine_fc.group import maps, phenotype
 from bids_ketamine_fc.group.behaviour.regions import check_roi
 from bids_ketamine_fc.group.behaviour.run import run_brain_behaviour
@@ -56,21 +56,21 @@ def check_settings(settings: Settings) -> None:
     """
     unknown = sorted(set(settings.inference) - set(clusters.INFERENCES))
     if unknown or not settings.inference:
-        raise UserInputError(
+        raise UsageError(
             f"--inference {' '.join(unknown)}: expected one or more of "
             f"{', '.join(clusters.INFERENCES)}."
         )
     for option, value in (("--voxel-p", settings.voxel_p), ("--cluster-p", settings.cluster_p)):
         if not 0 < value < 1:
-            raise UserInputError(f"{option} {value}: must lie strictly between 0 and 1.")
+            raise UsageError(f"{option} {value}: must lie strictly between 0 and 1.")
     if not 0 < settings.responder_threshold <= 1:
-        raise UserInputError(
+        raise UsageError(
             f"--responder-threshold {settings.responder_threshold}: must lie in (0, 1]."
         )
     if settings.n_permutations < 1:
-        raise UserInputError(f"--n-permutations {settings.n_permutations}: must be positive.")
+        raise UsageError(f"--n-permutations {settings.n_permutations}: must be positive.")
     if len(set(settings.covariates)) != len(settings.covariates):
-        raise UserInputError(f"--covariates {' '.join(settings.covariates)}: listed twice.")
+        raise UsageError(f"--covariates {' '.join(settings.covariates)}: listed twice.")
 
 
 def _subjects(settings: Settings, index: maps.MapIndex) -> pd.DataFrame:

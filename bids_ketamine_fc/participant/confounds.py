@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bids_ketamine_fc.exceptions import UserInputError
+from bids_ketamine_fc.exceptions import MissingInputError, UsageError, UserInputError
 from bids_ketamine_fc.participant.strategy import CompCor, Strategy
 
 LOGGER = logging.getLogger(__name__)
@@ -51,7 +51,9 @@ def load_confounds_table(tsv: str | Path) -> tuple[pd.DataFrame, dict]:
     """
     tsv = Path(tsv)
     if not tsv.is_file():
-        raise UserInputError(f"confounds file {tsv} not found; fMRIPrep writes it beside the BOLD")
+        raise MissingInputError(
+            f"confounds file {tsv} not found; fMRIPrep writes it beside the BOLD"
+        )
     try:
         table = pd.read_csv(tsv, sep="\t", na_values=["n/a"])
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
@@ -200,7 +202,7 @@ def non_steady_state_count(table: pd.DataFrame, dummy_scans: int | None) -> int:
     if dummy_scans is not None:
         integer = isinstance(dummy_scans, (int, np.integer)) and not isinstance(dummy_scans, bool)
         if not integer or not 0 <= dummy_scans < n_volumes:
-            raise UserInputError(
+            raise UsageError(
                 f"--dummy-scans {dummy_scans!r}: must be an integer from 0 to {n_volumes - 1} "
                 f"for a run of {n_volumes} volumes"
             )

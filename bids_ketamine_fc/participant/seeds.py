@@ -22,7 +22,7 @@ import nibabel as nb
 import numpy as np
 import yaml
 
-from bids_ketamine_fc.exceptions import UserInputError
+from bids_ketamine_fc.exceptions import MissingInputError, UsageError, UserInputError
 from bids_ketamine_fc.templates import get_template_file, resample_labels_to, sphere_voxels
 
 SEED_KINDS = ("sphere", "atlas", "mask")
@@ -127,7 +127,7 @@ def load_seed_set(spec: str) -> list[Seed]:
     else:
         path = Path(spec).expanduser()
         if not path.is_file():
-            raise UserInputError(
+            raise UsageError(
                 f"--seeds: '{spec}' is neither 'study' nor an existing JSON or YAML seed file."
             )
     content = _read_seed_file(path)
@@ -308,7 +308,7 @@ def _mask_seed(entry: dict, name: str, where: str, source: Path, definition: dic
         raise UserInputError(f"{where}: 'mask' must be the path of a NIfTI file.")
     path = (source.parent / entry["mask"]).resolve()
     if not path.is_file():
-        raise UserInputError(f"{where}: mask file {path} does not exist.")
+        raise MissingInputError(f"{where}: mask file {path} does not exist.")
     label = _integer(entry["label"], where) if "label" in entry else None
     definition["MaskFile"] = str(path)
     if label is not None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from bids_ketamine_fc.exceptions import UserInputError
+from bids_ketamine_fc.exceptions import UsageError, UserInputError
 
 EXPANSIONS = ("none", "basic", "derivatives", "power2", "full")
 DETECTORS = ("art", "fd")
@@ -138,7 +138,7 @@ def load_strategy(name_or_path: str | Path, fd_threshold: float | None = None) -
     else:
         path = Path(text).expanduser()
         if not path.is_file():
-            raise UserInputError(
+            raise UsageError(
                 f"--denoise-strategy '{text}' is neither a preset ({', '.join(presets)}) nor an "
                 "existing YAML/JSON file; give a preset name or the path of a strategy file"
             )
@@ -241,7 +241,7 @@ def _override_fd(strategy: Strategy, fd_threshold: float, origin: str) -> Strate
     if strategy.scrub is None:
         if value is None:
             return strategy
-        raise UserInputError(
+        raise UsageError(
             f"--fd-threshold {fd_threshold}: {origin} does no scrubbing ('scrub: null'); "
             "choose a strategy with a 'scrub' section"
         )

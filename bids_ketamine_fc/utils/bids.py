@@ -14,7 +14,13 @@ from pathlib import Path
 import nibabel as nb
 import numpy as np
 
-from bids_ketamine_fc.exceptions import UserInputError
+from bids_ketamine_fc.exceptions import (
+    MissingInputError,
+    NotBIDSError,
+    NothingSelectedError,
+    UsageError,
+    UserInputError,
+)
 
 _LABEL = re.compile(r"^[A-Za-z0-9]+$")
 SUPPORTED_SPACES = ("MNI152NLin2009cAsym", "MNI152NLin6Asym")
@@ -59,7 +65,7 @@ def clean_labels(labels: list[str] | tuple[str, ...], prefix: str, option: str) 
     for label in labels:
         value = label[len(prefix) + 1 :] if label.startswith(f"{prefix}-") else label
         if not _LABEL.match(value):
-            raise UserInputError(
+            raise UsageError(
                 f"{option} {label!r} is not a valid BIDS label: use letters and digits only "
                 f"(e.g. {option} 01)"
             )
@@ -73,7 +79,7 @@ def _read_description(path: Path) -> dict:
     except FileNotFoundError:
         return {}
     except json.JSONDecodeError as err:
-        raise UserInputError(
+        raise NotBIDSError(
             f"{path / 'dataset_description.json'} is not valid JSON ({err})"
         ) from err
 
@@ -91,10 +97,12 @@ def resolve_input_dirs(bids_dir: Path, fmriprep_dir: Path | None) -> tuple[Path,
     """
     bids_dir = Path(bids_dir).absolute()
     if not bids_dir.is_dir():
-        raise UserInputError(f"BIDS_DIR {bids_dir} does not exist: give the path of a BIDS dataset")
+        raise MissingInputError(
+            f"BIDS_DIR {bids_dir} does not exist: give the path of a BIDS dataset"
+        )
     description = _read_description(bids_dir)
     if not description:
-        raise UserInputError(
+        raise NotBIDSError(
             f"BIDS_DIR {bids_dir} is not a BIDS dataset (no dataset_description.json): "
             "give the dataset's top folder"
         )
@@ -104,7 +112,7 @@ def resolve_input_dirs(bids_dir: Path, fmriprep_dir: Path | None) -> tuple[Path,
         )
     fmriprep_dir = Path(fmriprep_dir).absolute()
     if not fmriprep_dir.is_dir():
-        raise UserInputError(
+        raise MissingInputError(
             f"no fMRIPrep derivatives at {fmriprep_dir}: run fMRIPrep first or pass --fmriprep-dir"
         )
     return bids_dir, fmriprep_dir
@@ -124,7 +132,7 @@ def check_output_dir(output_dir: Path, bids_dir: Path, fmriprep_dir: Path) -> Pa
         if fmriprep_dir in output_dir.parents or output_dir == fmriprep_dir:
             allowed = False
         if inside and not allowed:
-            raise UserInputError(
+            raise UsageError(
                 f"OUTPUT_DIR {output_dir} is inside the input dataset {source}: choose a folder "
                 f"outside it (or {bids_dir / 'derivatives' / 'bids_ketamine_fc'})"
             )
@@ -184,7 +192,7 @@ def collect_runs(
     available = layout.get_subjects()
     unknown = sorted(set(subjects) - set(available))
     if unknown:
-        raise UserInputError(
+        raise NothingSelectedError(
             f"--participant-label {' '.join(unknown)} not found in {fmriprep_dir} "
             f"(available: {' '.join(sorted(available)[:20]) or 'none'})"
         )
@@ -196,7 +204,7 @@ def collect_runs(
     bolds = layout.get(extension=[".nii.gz", ".nii"], **query)
     if not bolds:
         spaces = sorted(layout.get_spaces(task=task)) if task in layout.get_tasks() else []
-        raise UserInputError(
+        raise NothingSelectedError(
             f"no fMRIPrep BOLD runs for --task-id {task} in --space {space} under {fmriprep_dir} "
             f"(tasks there: {' '.join(layout.get_tasks()) or 'none'}; spaces for this task: "
             f"{' '.join(spaces) or 'none'})"
@@ -236,7 +244,7 @@ def _run_inputs(layout, bold) -> RunInputs:
 def _one(layout, bold: str, what: str, **query) -> Path:
     found = layout.get(return_type="file", **query)
     if not found:
-        raise UserInputError(
+        raise MissingInputError(
             f"no {what} found for {Path(bold).name}: fMRIPrep writes it beside the BOLD run; "
             "re-run fMRIPrep or restore the file"
         )

@@ -8,7 +8,7 @@ import nibabel as nb
 import numpy as np
 
 from bids_ketamine_fc.config import Settings
-from bids_ketamine_fc.exceptions import UserInputError
+from bids_ketamine_fc.exceptions import MissingInputError, UsageError, UserInputError
 from bids_ketamine_fc.group import maps
 
 #: Largest difference (mm) between the ROI's affine and the maps' still counted as the same grid.
@@ -35,7 +35,7 @@ def load_roi(path: Path, index: maps.MapIndex) -> np.ndarray:
     """
     path = Path(path)
     if not path.is_file():
-        raise UserInputError(f"--roi {path}: file not found.")
+        raise MissingInputError(f"--roi {path}: file not found.")
     try:
         img = nb.load(path)
         data = np.asanyarray(img.dataobj)
@@ -70,9 +70,9 @@ def check_roi(settings: Settings, index: maps.MapIndex) -> np.ndarray | None:
         return None
     if settings.roi is None or settings.roi_seed is None:
         given, missing = ("--roi", "--roi-seed") if settings.roi else ("--roi-seed", "--roi")
-        raise UserInputError(f"{given} needs {missing}: give both (the mask and the seed map).")
+        raise UsageError(f"{given} needs {missing}: give both (the mask and the seed map).")
     if settings.roi_seed not in index.files:
-        raise UserInputError(
+        raise UsageError(
             f"--roi-seed {settings.roi_seed}: no subject-level maps of this seed; "
             f"use one of {', '.join(index.seeds)}."
         )

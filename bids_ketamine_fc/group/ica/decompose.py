@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bids_ketamine_fc.exceptions import UserInputError
+from bids_ketamine_fc.exceptions import UsageError
 
 LOGGER = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ def group_ica(
     eigen = top_components(stack, n_components)
     norms = np.linalg.norm(eigen, axis=1)
     if eigen.shape[0] < n_components or norms.min() <= 1e-6 * norms.max():
-        raise UserInputError(
+        raise UsageError(
             f"--ica-components {n_components}: the reduced data span only "
             f"{int((norms > 1e-6 * norms.max()).sum())} dimensions; lower --ica-components."
         )
