@@ -154,3 +154,38 @@ def test_reduce_dimensions_keeps_leading_temporal_components():
     expected = (vt[:8].T * s[:8] ** 2) @ vt[:8]  # voxel-by-voxel inner products, rank 8
     assert reduced.shape == (8, 200)
     assert np.allclose(reduced.T.astype(float) @ reduced, expected, rtol=1e-4, atol=1e-2)
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii"])
+def test_read_brain_series_in_small_chunks(tmp_path, monkeypatch, suffix):
+    import bids_ketamine_fc.participant.connectivity as connectivity
+
+    rng = np.random.default_rng(4)
+    mask = _mask()
+    data = (rng.standard_normal((*mask.shape, 23)) * 50 + 800).astype(np.float32)
+    nb.save(nb.Nifti1Image(data, np.eye(4)), tmp_path / f"bold{suffix}")
+    # three volumes a chunk, and dummies that end inside a chunk: every boundary is crossed
+    monkeypatch.setattr(connectivity, "_CHUNK_BYTES", 3 * mask.size * 4)
+    series = read_brain_series(tmp_path / f"bold{suffix}", mask, n_dummy=4)
+    ref = data.reshape(-1, 23, order="F")[brain_voxel_index(mask)].T[4:]
+    assert np.array_equal(series.data, ref)
+    assert np.array_equal(series.global_signal, ref.mean(axis=1, dtype=np.float64))
+    data[5, 5, 3, 17] = np.inf  # in a late chunk
+    data[6, 5, 3, 17] = -np.inf
+    nb.save(nb.Nifti1Image(data, np.eye(4)), tmp_path / f"bad{suffix}")
+    with pytest.raises(UserInputError, match="2 voxels inside the brain mask hold NaN or infinite"):
+        read_brain_series(tmp_path / f"bad{suffix}", mask, n_dummy=4)
+
+
+def test_smoothing_does_not_depend_on_the_number_of_threads():
+    from bids_ketamine_fc.participant.connectivity import _smooth_coefficients
+
+    rng = np.random.default_rng(6)
+    mask = _mask()
+    coef = rng.standard_normal((7, int(mask.sum()))).astype(np.float32)
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    one = _smooth_coefficients(coef.copy(), mask, affine, 6.0, n_threads=1)
+    three = _smooth_coefficients(coef.copy(), mask, affine, 6.0, n_threads=3)
+    many = _smooth_coefficients(coef.copy(), mask, affine, 6.0, n_threads=16)  # > volumes
+    assert np.array_equal(one, three) and np.array_equal(one, many)
+    assert not np.allclose(one, coef)

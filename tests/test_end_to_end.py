@@ -74,6 +74,19 @@ def test_outputs_named_as_spec_with_sidecars(demo_run):
     assert oct((func / f"{stem.name}.nii.gz").stat().st_mode)[-3:] != "600"
 
 
+def test_seeds_placed_once_and_stage_times_logged(demo_run):
+    root, out = demo_run
+    # eight participants on one grid: the seeds were placed once, in one file every run read
+    assert len(list((root / "work" / "seeds").glob("seeds_space-MNI152NLin2009cAsym_*.npz"))) == 1
+    lines = (out / "logs" / "participant.log").read_text().splitlines()
+    times = json.loads(next(x for x in lines if "Stage times " in x).split("Stage times ")[1])
+    assert {"preflight", "workflow", "nipype run"} <= set(times["cli"])
+    assert len(times["subjects"]) == 8
+    subject = times["subjects"]["bids_ketamine_fc_wf.single_subject_01_wf.ds_subject"]
+    assert {"read", "correlation"} <= set(subject["runs"]["sub-01_task-rest"])
+    assert "report" in subject["outputs"]
+
+
 def test_planted_coupling_shows_in_the_maps(demo_run):
     root, out = demo_run
     truth = pd.read_csv(root / "ground_truth.tsv", sep="\t")

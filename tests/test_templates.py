@@ -97,3 +97,36 @@ def test_resample_labels_to_las_grid_matches_world_lookup():
     expected[inside] = labels[tuple(src[inside].T)]
     assert np.array_equal(result, expected.reshape(target.shape))
     assert inside.mean() > 0.5
+
+
+@pytest.mark.parametrize(
+    "target_affine",
+    [
+        # oblique 2.5 mm grid (a full affine_transform)
+        np.array([[2.4, 0.3, 0, -8.7], [-0.3, 2.4, 0.2, -9.1], [0, -0.2, 2.5, -6.2], [0, 0, 0, 1]]),
+        # LAS, 2 mm, voxel centres on the source's lattice: every nearest-neighbour tie
+        np.array([[-2.0, 0, 0, 9.0], [0, 2.0, 0, -12.0], [0, 0, 2.0, -8.0], [0, 0, 0, 1]]),
+        # axis-aligned, shifted by half a voxel (scipy's diagonal path, ties again)
+        np.array([[1.0, 0, 0, -9.5], [0, 1.0, 0, -11.5], [0, 0, 1.0, -7.5], [0, 0, 0, 1]]),
+    ],
+)
+def test_resample_labels_to_equals_nilearn(target_affine):
+    from nilearn.image import resample_to_img
+
+    rng = np.random.default_rng(1)
+    source_affine = np.array([[1.0, 0, 0, -10], [0, 1.0, 0, -12], [0, 0, 1.0, -8], [0, 0, 0, 1]])
+    source = nb.Nifti1Image(rng.integers(0, 30, (20, 24, 16)).astype(np.int16), source_affine)
+    target = nb.Nifti1Image(np.zeros((11, 13, 9), np.uint8), target_affine)
+    ours = np.asanyarray(resample_labels_to(source, target).dataobj)
+    theirs = resample_to_img(
+        source, target, interpolation="nearest", force_resample=True, copy_header=True
+    )
+    assert ours.dtype == np.int16
+    assert np.array_equal(ours, np.asanyarray(theirs.dataobj))
+
+
+def test_resample_labels_to_same_grid_keeps_the_labels():
+    labels = np.arange(60, dtype=np.uint8).reshape(3, 4, 5)
+    img = nb.Nifti1Image(labels, np.diag([2.0, 2.0, 2.0, 1.0]))
+    target = nb.Nifti1Image(np.zeros((3, 4, 5, 7), np.float32), img.affine)  # a 4D run
+    assert np.array_equal(np.asanyarray(resample_labels_to(img, target).dataobj), labels)

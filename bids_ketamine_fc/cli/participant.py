@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 from bids_ketamine_fc.config import Settings
 from bids_ketamine_fc.exceptions import NoUsableDataError, UsageError, UserInputError
+from bids_ketamine_fc.utils.timing import StageClock
 
 LOGGER = logging.getLogger("bids_ketamine_fc")
 # nipype's MultiProc polls every 2 s by default; runs here last seconds.
@@ -19,16 +21,22 @@ def preflight(settings: Settings) -> list:
     Confounds columns and the seeds against each run's brain mask are
     checked here so that a user mistake stops the run before any output is written; a low-pass
     cut-off at or above a run's Nyquist frequency is logged (no effective low-pass, as in CONN).
+    The seeds are placed once per grid and saved in the work folder for the runs' nodes
+    (:mod:`~bids_ketamine_fc.participant.seed_grid`).
 
     Returns
     -------
     list of RunInputs
+        With ``seeds_file`` set.
     """
+    import dataclasses
+
     import nibabel as nb
 
     from bids_ketamine_fc.participant.denoising import lowpass_note
     from bids_ketamine_fc.participant.run import prepare_confounds
-    from bids_ketamine_fc.participant.seeds import load_seed_set, resolve_seeds
+    from bids_ketamine_fc.participant.seed_grid import save_placed
+    from bids_ketamine_fc.participant.seeds import load_seed_set, place_seeds, resolve_seeds
     from bids_ketamine_fc.participant.strategy import load_strategy
     from bids_ketamine_fc.utils.bids import SUPPORTED_SPACES, collect_runs
 
@@ -46,26 +54,51 @@ def preflight(settings: Settings) -> list:
         settings.session_label,
     )
     high = strategy.filter.high if strategy.filter is not None else None
+    placed_by_grid: dict[tuple, tuple] = {}  # (shape, affine) -> (affine, placed seeds)
+    grid_of_run = []
     for run in runs:
         note = lowpass_note(high, run.tr)
         if note:
             LOGGER.warning("%s: %s", run.bold.name, note)
         prepare_confounds(run.confounds, strategy, settings.dummy_scans)
-        resolve_seeds(seeds, nb.load(run.mask), settings.space, settings.min_seed_coverage)
-    return runs
+        mask_img = nb.load(run.mask)
+        grid = (mask_img.shape[:3], mask_img.affine.round(6).tobytes())
+        if grid not in placed_by_grid:
+            placed_by_grid[grid] = (mask_img.affine, place_seeds(seeds, mask_img, settings.space))
+        placed = placed_by_grid[grid][1]
+        resolve_seeds(seeds, mask_img, settings.space, settings.min_seed_coverage, placed)
+        grid_of_run.append(grid)
+    files = {
+        grid: save_placed(placed, settings.space, affine, settings.work_dir / "seeds")
+        for grid, (affine, placed) in placed_by_grid.items()
+    }
+    return [
+        dataclasses.replace(run, seeds_file=files[grid])
+        for run, grid in zip(runs, grid_of_run, strict=True)
+    ]
 
 
-def run_participant(settings: Settings, runs: list) -> int:
+def run_participant(settings: Settings, runs: list, clock: StageClock | None = None) -> int:
     """Run the participant workflow on ``runs`` and report what was excluded.
+
+    Parameters
+    ----------
+    settings : Settings
+    runs : list of RunInputs
+        From :func:`preflight`.
+    clock : StageClock, optional
+        Started by the caller (its laps so far, e.g. the preflight, are logged with the others).
 
     Returns
     -------
     int
         0 when at least one run was usable.
     """
+    from bids_ketamine_fc.cli.execution import choose_plugin
     from bids_ketamine_fc.utils.bids import write_dataset_description
     from bids_ketamine_fc.workflows.base import init_bids_ketamine_fc_wf
 
+    clock = clock or StageClock()
     settings.work_dir.mkdir(parents=True, exist_ok=True)
     workflow = init_bids_ketamine_fc_wf(settings, runs)
     crash_dir = settings.work_dir / "crashes"
@@ -80,34 +113,38 @@ def run_participant(settings: Settings, runs: list) -> int:
     )
     workflow.config["monitoring"] = {"enabled": False}
     _quiet_nipype(settings.verbosity)
-    plugin_args = {"n_procs": settings.nprocs, "raise_insufficient": False}
-    if settings.mem_gb:
-        plugin_args["memory_gb"] = settings.mem_gb
+    plugin, plugin_args = choose_plugin(settings, len(runs))
     LOGGER.info("Running %d runs of %d participants", len(runs), len({r.subject for r in runs}))
+    clock.lap("workflow")
     try:
-        graph = workflow.run(
-            plugin="MultiProc" if settings.nprocs > 1 else "Linear", plugin_args=plugin_args
-        )
+        graph = workflow.run(plugin=plugin, plugin_args=plugin_args)
     except RuntimeError as err:
         message = _user_error_from_crash(crash_dir)
         if message:
             raise UserInputError(message) from err
         raise
-    included = sum(
-        node.result.outputs.n_included
-        for node in graph.nodes()
-        if node.name == "ds_subject" and node.result is not None
-    )
+    clock.lap("nipype run")
+    subjects = [n for n in graph.nodes() if n.name == "ds_subject" and n.result is not None]
+    included = sum(node.result.outputs.n_included for node in subjects)
     if included == 0:
         raise NoUsableDataError(
             "no usable run: every run was excluded (see the *_desc-denoising_qc.tsv files); "
             "relax --fd-threshold or --min-volumes"
         )
     write_dataset_description(settings)
+    clock.lap("finish")
+    _log_stage_times(clock, subjects)
     LOGGER.info(
         "Participant level done: %d usable runs; outputs in %s", included, settings.output_dir
     )
     return 0
+
+
+def _log_stage_times(clock: StageClock, subject_nodes: list) -> None:
+    """Log the seconds spent in each stage (one JSON line; ``benchmarks/`` reads it)."""
+    nodes = {node.fullname: node.result.outputs.timings for node in subject_nodes}
+    times = {"cli": clock.seconds, "total": round(clock.total(), 4), "subjects": nodes}
+    LOGGER.info("Stage times %s", json.dumps(times))
 
 
 def _quiet_nipype(verbosity: int) -> None:

@@ -108,10 +108,13 @@ def main(argv: list[str] | None = None) -> int:
         settings = build_settings(opts)
         if settings.analysis_level == "participant":
             from bids_ketamine_fc.cli.participant import preflight, run_participant
+            from bids_ketamine_fc.utils.timing import StageClock
 
+            clock = StageClock()
             runs = preflight(settings)  # every check that needs no output comes first
+            clock.lap("preflight")
             start_outputs(settings)
-            return run_participant(settings, runs)
+            return run_participant(settings, runs, clock)
         from bids_ketamine_fc.cli.group import run_group
 
         start_outputs(settings)

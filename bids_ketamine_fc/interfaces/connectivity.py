@@ -42,7 +42,9 @@ class DenoiseRun(SimpleInterface):
         options = RunOptions(**self.inputs.options)
         strategy = load_strategy(options.denoise_strategy, options.fd_threshold)
         with threadpool_limits(self.inputs.omp_nthreads):
-            result = process_run(self.inputs.run, strategy, options, Path(runtime.cwd))
+            result = process_run(
+                self.inputs.run, strategy, options, Path(runtime.cwd), self.inputs.omp_nthreads
+            )
         out = Path(runtime.cwd) / "result.json"
         out.write_text(json.dumps(result, indent=2))
         self._results["result"] = str(out)
@@ -62,6 +64,7 @@ class _SubjectOutputsInputSpec(BaseInterfaceInputSpec):
 class _SubjectOutputsOutputSpec(TraitedSpec):
     out_files = traits.List(traits.Str)
     n_included = traits.Int()
+    timings = traits.Dict(desc="seconds by stage: each run's, then the subject's outputs")
 
 
 class SubjectOutputs(SimpleInterface):
@@ -77,13 +80,16 @@ class SubjectOutputs(SimpleInterface):
             write_subject_maps,
         )
         from bids_ketamine_fc.reports.participant import write_participant_report
+        from bids_ketamine_fc.utils.timing import StageClock
 
+        clock = StageClock()
         output_dir = Path(self.inputs.output_dir)
         results = [json.loads(Path(f).read_text()) for f in self.inputs.results]
         prefixes = list(self.inputs.prefixes)
         written = []
         for result, prefix in zip(results, prefixes, strict=True):
             written += install_run_files(result, prefix, output_dir)
+        clock.lap("install run files")
         maps = write_subject_maps(
             self.inputs.subject,
             self.inputs.task,
@@ -92,9 +98,11 @@ class SubjectOutputs(SimpleInterface):
             prefixes,
             output_dir,
         )
+        clock.lap("subject maps")
         reduced = write_reduced_data(
             self.inputs.subject, self.inputs.task, self.inputs.space_entities, results, output_dir
         )
+        clock.lap("subject reduced data")
         seeds = {Path(m).name.split("_seed-")[1].split("_")[0]: m for m in maps}
         qc_rows = [{"run": p, **r["qc"]} for r, p in zip(results, prefixes, strict=True)]
         report = write_participant_report(
@@ -104,7 +112,10 @@ class SubjectOutputs(SimpleInterface):
             output_dir / f"sub-{self.inputs.subject}.html",
             self.inputs.settings_json,
         )
+        clock.lap("report")
         extra = [reduced] if reduced else []
         self._results["out_files"] = [*written, *maps, *extra, os.fspath(report)]
         self._results["n_included"] = sum(1 for r in results if r["stats"])
+        runs = {p: r.get("timings", {}) for r, p in zip(results, prefixes, strict=True)}
+        self._results["timings"] = {"runs": runs, "outputs": clock.seconds}
         return runtime

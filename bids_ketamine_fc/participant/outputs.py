@@ -151,14 +151,14 @@ def write_reduced_data(
         blocks.append(np.load(result["reduced"])[:, position])
     n_dims = max(block.shape[0] for block in blocks)
     reduced = blocks[0] if len(blocks) == 1 else reduce_dimensions(np.concatenate(blocks), n_dims)
-    volumes = np.zeros((common.size, reduced.shape[0]), dtype=np.float32)
-    volumes[keep] = reduced.T
-    volumes = volumes.reshape((*common.shape, reduced.shape[0]), order="F")
     stem = output_dir / f"sub-{subject}" / "func" / reduced_data_name(subject, task, space_entities)
     # Scaled int16 (precision ~3e-5 of the range) halves the file and the gzip time; the slope is
     # set here without an intercept so that the background reads back as exactly 0.
     slope = float(np.abs(reduced).max()) / 32767 or 1.0
-    img = nb.Nifti1Image(np.round(volumes / slope).astype(np.int16), loaded[0][2])
+    volumes = np.zeros((common.size, reduced.shape[0]), dtype=np.int16)
+    volumes[keep] = np.round(reduced.T / np.float32(slope))  # brain voxels only: 5x fewer values
+    volumes = volumes.reshape((*common.shape, reduced.shape[0]), order="F")
+    img = nb.Nifti1Image(volumes, loaded[0][2])
     img.header.set_slope_inter(slope, 0.0)
     img.header.set_xyzt_units("mm")
     atomic_save_img(img, Path(f"{stem}.nii.gz"))

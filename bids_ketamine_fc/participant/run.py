@@ -26,8 +26,11 @@ from bids_ketamine_fc.participant.connectivity import (
     to_volume,
 )
 from bids_ketamine_fc.participant.denoising import build_operator, lowpass_note
+from bids_ketamine_fc.participant.seed_grid import load_placed
 from bids_ketamine_fc.participant.seeds import load_seed_set, resolve_seeds, seed_index
 from bids_ketamine_fc.participant.strategy import Strategy
+from bids_ketamine_fc.utils.io import save_img
+from bids_ketamine_fc.utils.timing import StageClock
 
 LOGGER = logging.getLogger("bids_ketamine_fc")
 
@@ -72,37 +75,44 @@ def prepare_confounds(confounds_file: Path, strategy: Strategy, dummy_scans: int
     )
 
 
-def process_run(run: dict, strategy: Strategy, options: RunOptions, out_dir: Path) -> dict:
+def process_run(
+    run: dict, strategy: Strategy, options: RunOptions, out_dir: Path, n_threads: int = 1
+) -> dict:
     """Denoise one run, correlate its seeds and write the run's files into ``out_dir``.
 
     Parameters
     ----------
     run : dict
         ``bold``, ``mask``, ``confounds``, ``tr``, ``prefix`` (``sub-X[_ses-Y]_task-Z[_run-N]``),
-        ``space_prefix`` (with ``space``/``res``) and ``space``.
+        ``space_prefix`` (with ``space``/``res``), ``space`` and optionally ``seeds_file`` (the
+        seeds already placed on the run's grid, :func:`~.seed_grid.save_placed`).
     strategy : Strategy
         The denoising strategy.
     options : RunOptions
         Seeds, smoothing, dummy scans, minimum seed coverage and volumes, reduced dimensions.
     out_dir : Path
         Where the files go (nipype's node folder); the subject's output node moves them.
+    n_threads : int
+        Threads for smoothing (BLAS threads are set by the caller).
 
     Returns
     -------
     dict
-        ``qc`` (one row of the QC table), ``files`` (name -> path) and ``stats`` (npz of the
-        sufficient statistics, absent when the run is excluded).
+        ``qc`` (one row of the QC table), ``files`` (name -> path), ``stats`` (npz of the
+        sufficient statistics, absent when the run is excluded) and ``timings`` (seconds by stage).
     """
     out_dir = Path(out_dir)
+    clock = StageClock()
     regressors, fd, n_dummy, names = prepare_confounds(
         run["confounds"], strategy, options.dummy_scans
     )
+    clock.lap("confounds")
     mask_img = nb.load(run["mask"])
     mask = np.asarray(mask_img.dataobj) > 0
-    resolved = resolve_seeds(
-        load_seed_set(options.seeds), mask_img, run["space"], options.min_seed_coverage
-    )
+    resolved = _run_seeds(run, mask_img, options)
+    clock.lap("seeds")
     series = read_brain_series(Path(run["bold"]), mask, n_dummy)
+    clock.lap("read")
     outliers = cf.scrub_outliers(strategy, fd, series.global_signal)
     qc = _run_qc(strategy, fd, n_dummy, outliers, series.tsnr, names)
     notes = [lowpass_note(strategy.filter.high if strategy.filter else None, run["tr"])]
@@ -128,22 +138,43 @@ def process_run(run: dict, strategy: Strategy, options: RunOptions, out_dir: Pat
     if operator.dof < 3:
         return _excluded(run, qc, out_dir, f"only {operator.dof} temporal degrees of freedom left")
     seeds = seed_index(resolved, mask)
+    clock.lap("operator")
     corr = seed_correlation(
-        series.data, mask, mask_img.affine, operator, seeds, options.smoothing_fwhm
+        series.data, mask, mask_img.affine, operator, seeds, options.smoothing_fwhm, n_threads
     )
     del series
+    clock.lap("correlation")
     files = _write_run_files(
         run, corr, operator, resolved, qc, strategy, options, out_dir, outliers
     )
     names_seeds = [item.seed.name for item in resolved]
     stats = _save_stats(out_dir / "seed_stats.npz", corr, names_seeds, mask_img.affine)
+    clock.lap("run files")
     reduced = None
     if options.reduced_dims > 0:
         reduced = str(out_dir / "reduced.npy")
         np.save(reduced, reduce_dimensions(corr.voxel_coef, options.reduced_dims))
     qc.update(included=True, exclusion_reason="n/a")
     files["qc"] = _write_qc(qc, run, out_dir)
-    return {"qc": qc, "files": files, "stats": str(stats), "reduced": reduced}
+    clock.lap("reduced data")
+    return {
+        "qc": qc,
+        "files": files,
+        "stats": str(stats),
+        "reduced": reduced,
+        "timings": clock.seconds,
+    }
+
+
+def _run_seeds(run: dict, mask_img, options: RunOptions):
+    """Resolve the seeds on the run's mask, from the seeds placed by the preflight if given."""
+    seeds = load_seed_set(options.seeds)
+    placed = None
+    if run.get("seeds_file"):
+        placed = load_placed(
+            Path(run["seeds_file"]), seeds, run["space"], mask_img.affine, mask_img.shape
+        )
+    return resolve_seeds(seeds, mask_img, run["space"], options.min_seed_coverage, placed)
 
 
 def _run_qc(strategy: Strategy, fd, n_dummy: int, outliers, tsnr, names: list[str]) -> dict:
@@ -211,17 +242,16 @@ def map_sidecar(
 
 def software_versions() -> dict:
     """Return the versions of the packages that shape the numbers."""
-    import nilearn
-    import scipy
+    from importlib.metadata import version  # importing nilearn for its version takes a second
 
     from bids_ketamine_fc import __version__
 
     return {
         "bids_ketamine_fc": __version__,
         "numpy": np.__version__,
-        "scipy": scipy.__version__,
+        "scipy": version("scipy"),
         "nibabel": nb.__version__,
-        "nilearn": nilearn.__version__,
+        "nilearn": version("nilearn"),
     }
 
 
@@ -236,7 +266,7 @@ def _write_run_files(
         stem = out_dir / f"{run['space_prefix']}_seed-{item.seed.name}_stat-fisherz_boldmap"
         img = nb.Nifti1Image(to_volume(z[row], corr.mask), affine)
         img.header.set_xyzt_units("mm")
-        nb.save(img, f"{stem}.nii.gz")
+        save_img(img, Path(f"{stem}.nii.gz"))
         sidecar = map_sidecar(item.definition, strategy, qc, options, sources)
         Path(f"{stem}.json").write_text(json.dumps(sidecar, indent=2, default=str))
         files[f"seed-{item.seed.name}"] = f"{stem}.nii.gz"

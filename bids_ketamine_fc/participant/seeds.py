@@ -5,8 +5,9 @@ A seed is a sphere (centre in MNI mm and radius), a TemplateFlow atlas label (``
 (``"study"``, packaged in ``data/seeds/study.json``) or a user's JSON/YAML file;
 :func:`resolve_seeds` builds each seed on the grid of a brain mask and refuses seeds that fall
 mostly outside the brain (spheres follow nilearn's ``NiftiSpheresMasker`` rule, see
-:func:`bids_ketamine_fc.templates.sphere_voxels`); :func:`seed_index` gives the position of each
-seed's voxels among the brain voxels, so the caller can average its denoised time series.
+:func:`bids_ketamine_fc.templates.sphere_voxels`), from :func:`place_seeds` (the grid's part, shared
+by the runs on one grid); :func:`seed_index` gives the position of each seed's voxels among the
+brain voxels, so the caller can average its denoised time series.
 """
 
 from __future__ import annotations
@@ -144,8 +145,36 @@ def load_seed_set(spec: str) -> list[Seed]:
     return seeds
 
 
+@dataclass
+class PlacedSeed:
+    """A seed on a grid, before the brain mask is applied (:func:`place_seeds`)."""
+
+    seed: Seed
+    voxels: np.ndarray  # 3D bool: the seed's voxels inside the grid
+    total: int  # its voxels on the grid's lattice, beyond the field of view too
+    extra: dict  # sidecar additions
+
+
+def place_seeds(seeds: list[Seed], grid_img, space: str) -> list[PlacedSeed]:
+    """Place seeds on the grid of ``grid_img``, the costly part of :func:`resolve_seeds`.
+
+    Atlas images are read and resampled here; runs on one grid share the result (:mod:`.seed_grid`).
+    """
+    grid_img, _ = _load_brain_mask(grid_img)
+    resolution = max(1, round(float(np.mean(grid_img.header.get_zooms()[:3]))))
+    resampled: dict[Path, np.ndarray] = {}  # label images resampled once for all their seeds
+    return [
+        PlacedSeed(seed, *_seed_on_grid(seed, grid_img, space, resolution, resampled))
+        for seed in seeds
+    ]
+
+
 def resolve_seeds(
-    seeds: list[Seed], mask_img, space: str, min_coverage: float = 0.5
+    seeds: list[Seed],
+    mask_img,
+    space: str,
+    min_coverage: float = 0.5,
+    placed: list[PlacedSeed] | None = None,
 ) -> list[ResolvedSeed]:
     """Place seeds on the grid of a brain mask.
 
@@ -160,6 +189,8 @@ def resolve_seeds(
         as millimetres in that space.
     min_coverage : float
         Smallest accepted fraction of a seed's voxels inside the brain mask.
+    placed : list of PlacedSeed, optional
+        ``place_seeds(seeds, mask_img, space)`` computed before (for this grid).
 
     Returns
     -------
@@ -174,21 +205,22 @@ def resolve_seeds(
     if not 0 <= min_coverage <= 1:
         raise ValueError(f"min_coverage must be within [0, 1]; {min_coverage} was given.")
     mask_img, brain = _load_brain_mask(mask_img)
-    resolution = max(1, round(float(np.mean(mask_img.header.get_zooms()[:3]))))
-    resampled: dict[Path, np.ndarray] = {}  # label images resampled once for all their seeds
+    if placed is None:
+        placed = place_seeds(seeds, mask_img, space)
+    if [item.seed.name for item in placed] != [seed.name for seed in seeds]:
+        raise ValueError("placed seeds do not match the seed definitions")
     resolved = []
-    for seed in seeds:
-        on_grid, total, extra = _seed_on_grid(seed, mask_img, space, resolution, resampled)
-        voxels = on_grid & brain
+    for seed, item in zip(seeds, placed, strict=True):
+        voxels = item.voxels & brain
         n_voxels = int(voxels.sum())
-        coverage = n_voxels / total if total else 0.0
+        coverage = n_voxels / item.total if item.total else 0.0
         if n_voxels == 0 or coverage < min_coverage:
             raise UserInputError(
-                f"Seed '{seed.name}' has {coverage:.0%} of its {total} voxels inside the brain "
+                f"Seed '{seed.name}' has {coverage:.0%} of its {item.total} voxels inside the brain "
                 f"mask (minimum {min_coverage:.0%}); move it, give a smaller 'radius' or another "
                 "region in a --seeds file."
             )
-        definition = dict(seed.definition, Space=space, **extra)
+        definition = dict(seed.definition, Space=space, **item.extra)
         definition.update(NumberOfVoxels=n_voxels, Coverage=round(coverage, 4))
         resolved.append(ResolvedSeed(seed, voxels, n_voxels, coverage, definition))
     return resolved

@@ -1,4 +1,5 @@
-"""Shared helpers with no science: BIDS queries (:mod:`.bids`) and atomic file writing (:mod:`.io`).
+"""Shared helpers with no science: BIDS queries, atomic file writing, stage timing.
 
-May import only :mod:`~bids_ketamine_fc.exceptions` and the package version.
+:mod:`.bids` (runs and entities), :mod:`.io` (outputs written atomically), :mod:`.timing` (stage
+times for the log). May import only :mod:`~bids_ketamine_fc.exceptions` and the package version.
 """

@@ -37,6 +37,7 @@ class RunInputs:
     confounds: Path
     tr: float
     n_volumes: int
+    seeds_file: Path | None = field(default=None, compare=False)  # seeds placed by the preflight
 
     @property
     def prefix(self) -> str:

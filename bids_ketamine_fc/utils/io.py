@@ -55,9 +55,29 @@ def atomic_write_text(path: Path, text: str) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
+def save_img(img: nb.Nifti1Image, path: Path) -> Path:
+    """Save a NIfTI image; ``.nii.gz`` is compressed with ISA-L when it is installed.
+
+    ISA-L (``isal.igzip``, level 2) compresses about five times faster than the standard library's
+    zlib at nibabel's level 1, to the same size; the file is ordinary gzip.
+    """
+    path = Path(path)
+    if path.name.endswith(".nii.gz"):
+        try:
+            from isal import igzip
+        except ImportError:
+            igzip = None
+        if igzip is not None:
+            with igzip.open(path, "wb", compresslevel=2) as stream:
+                img.to_stream(stream)
+            return path
+    nb.save(img, path)
+    return path
+
+
 def atomic_save_img(img: nb.spatialimages.SpatialImage, path: Path) -> Path:
-    """Save a NIfTI image to ``path`` atomically."""
-    return atomic_write(path, lambda tmp: nb.save(img, tmp))
+    """Save a NIfTI image to ``path`` atomically (:func:`save_img`)."""
+    return atomic_write(path, lambda tmp: save_img(img, tmp))
 
 
 def atomic_write_tsv(df: pd.DataFrame, path: Path, **kwargs) -> Path:

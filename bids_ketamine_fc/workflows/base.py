@@ -101,6 +101,7 @@ def _run_dict(run: RunInputs) -> dict:
         "prefix": run.prefix,
         "space_prefix": run.space_prefix,
         "space": run.entities["space"],
+        "seeds_file": str(run.seeds_file) if run.seeds_file else "",
     }
 
 
