@@ -61,8 +61,13 @@ def load_confounds_table(tsv: str | Path) -> tuple[pd.DataFrame, dict]:
     if table.empty:
         raise UserInputError(f"confounds file {tsv} has no rows")
     table.columns = [str(c) for c in table.columns]
-    numeric = table.apply(pd.to_numeric, errors="coerce").astype(float)
-    bad = [c for c in table.columns if (numeric[c].isna() & table[c].notna()).any()]
+    # Only columns pandas did not read as numbers need converting (column by column is slow).
+    text = [c for c, dtype in table.dtypes.items() if not pd.api.types.is_numeric_dtype(dtype)]
+    numeric = table.copy()
+    for column in text:
+        numeric[column] = pd.to_numeric(table[column], errors="coerce")
+    numeric = numeric.astype(float)
+    bad = [c for c in text if (numeric[c].isna() & table[c].notna()).any()]
     if bad:
         raise UserInputError(f"confounds file {tsv}: non-numeric values in column(s) {bad}")
     sidecar = tsv.with_name(tsv.name.removesuffix(".tsv") + ".json")

@@ -187,9 +187,13 @@ def collect_runs(
         Unknown participant labels, no run for the task/space, a missing mask or confounds file,
         BOLD and mask on different grids, or no usable TR.
     """
-    from bids import BIDSLayout
+    from bids import BIDSLayout, BIDSLayoutIndexer
 
-    layout = BIDSLayout(fmriprep_dir, validate=False, config=["bids", "derivatives"])
+    # Sidecars are read where needed (repetition_time): indexing them all is a third of the time.
+    indexer = BIDSLayoutIndexer(validate=False, index_metadata=False)
+    layout = BIDSLayout(
+        fmriprep_dir, validate=False, config=["bids", "derivatives"], indexer=indexer
+    )
     available = layout.get_subjects()
     unknown = sorted(set(subjects) - set(available))
     if unknown:
