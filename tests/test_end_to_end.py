@@ -2,8 +2,10 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import nibabel as nb
 import numpy as np
@@ -132,10 +134,16 @@ def test_mni152nlin6asym_las_grid(tmp_path):
     assert sphere_mean(path, (1.0, 55.0, -3.0), 6) > 1.0
 
 
-def test_group_level_after_the_participant_level(demo_run):
+@pytest.fixture(scope="module")
+def group_run(demo_run):
     root, out = demo_run
     options = ("--n-permutations", "200", "--random-seed", "2", "--ica-components", "5")
     assert run_level(root, "group", *options) == out
+    return root, out
+
+
+def test_group_level_after_the_participant_level(group_run):
+    root, out = group_run
     group = out / "group"
     subjects = pd.read_csv(group / "subjects.tsv", sep="\t")
     truth = pd.read_csv(root / "ground_truth.tsv", sep="\t")
@@ -156,3 +164,62 @@ def test_group_level_after_the_participant_level(demo_run):
     assert list(
         (group / "seed-mPFC").glob("*_model-groupsAge_contrast-NRgtR_stat-t_boldmap.nii.gz")
     )
+
+
+def test_derivatives_pass_the_bids_validator(group_run):
+    _, out = group_run
+    validator = Path(sys.executable).with_name("bids-validator-deno")
+    if not validator.exists():
+        pytest.skip("bids-validator-deno is not installed (pip install '.[test]')")
+    # cwd=out: the validator asks git about the folder it runs in
+    done = subprocess.run(
+        [str(validator), "--format", "json", str(out)], capture_output=True, text=True, cwd=out
+    )
+    issues = json.loads(done.stdout)["issues"]["issues"]
+    errors = [
+        (i["code"], i.get("subCode"), i.get("location")) for i in issues if i["severity"] == "error"
+    ]
+    assert errors == []
+    assert done.returncode == 0
+
+
+GROUP_FILE = re.compile(
+    r"^(?:sub-[A-Za-z0-9]+_)?space-[A-Za-z0-9]+(?:_res-[A-Za-z0-9]+)?"
+    r"(?P<entities>(?:_[a-z]+-[A-Za-z0-9]+)*)_[a-z]+\.(?:nii\.gz|json|png)$"
+)
+GROUP_ENTITIES = ("seed", "component", "model", "contrast", "inference", "cluster", "stat", "desc")
+
+
+def test_group_files_follow_the_naming_rules(group_run):
+    _, out = group_run
+    for path in (out / "group").rglob("*.*"):
+        if path.suffix in (".tsv", ".html") or path.name in {"clusters.json", "subjects.json"}:
+            continue
+        if path.suffix == ".json" and (path.with_suffix(".tsv")).exists():
+            continue  # a table's sidecar
+        match = GROUP_FILE.match(path.name)
+        assert match, path.name
+        keys = [item.split("-")[0] for item in match["entities"].split("_")[1:]]
+        assert keys == sorted(keys, key=GROUP_ENTITIES.index), path.name
+        if path.parent.name.startswith("seed-"):
+            assert f"_{path.parent.name}_" in path.name
+
+
+def test_every_table_column_image_header_and_source_is_described(group_run):
+    _, out = group_run
+    links = json.loads((out / "dataset_description.json").read_text())["DatasetLinks"]
+    assert (out / "README.md").is_file() and (out / ".bidsignore").is_file()
+    for tsv in out.rglob("*.tsv"):
+        sidecar = json.loads(tsv.with_suffix(".json").read_text())
+        columns = pd.read_csv(tsv, sep="\t", nrows=0).columns
+        assert [c for c in columns if "Description" not in sidecar.get(c, {})] == [], tsv.name
+        assert not any("``" in str(v) or ":func:" in str(v) for v in sidecar.values()), tsv.name
+    for image in out.rglob("*.nii.gz"):
+        header = nb.load(image).header
+        assert (int(header["sform_code"]), int(header["qform_code"])) == (4, 4), image.name
+        assert header.get_xyzt_units()[0] == "mm", image.name
+        sidecar = json.loads(image.with_name(image.name.replace(".nii.gz", ".json")).read_text())
+        for source in sidecar.get("Sources", []):
+            dataset = source.split(":")[1]
+            assert source.startswith("bids:") and (dataset in links or dataset == ""), source
+            assert "/tmp" not in source and not source.split(":")[2].startswith("/"), source

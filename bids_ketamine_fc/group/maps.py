@@ -26,6 +26,7 @@ import numpy as np
 
 from bids_ketamine_fc.config import Settings
 from bids_ketamine_fc.exceptions import MissingInputError, NothingSelectedError, UserInputError
+from bids_ketamine_fc.utils import io
 
 LOGGER = logging.getLogger(__name__)
 
@@ -317,8 +318,8 @@ def to_image(values: np.ndarray, mask: np.ndarray, affine: np.ndarray, fill: flo
     return img
 
 
-#: Significant digits of the numbers in the group TSV outputs.
-FLOAT_FORMAT = "%.6g"
+#: Format of the numbers in the TSV outputs (one for every table: :data:`.io.FLOAT_FORMAT`).
+FLOAT_FORMAT = io.FLOAT_FORMAT
 #: The statistic maps written for every model and contrast.
 STATS = ("t", "z", "p", "effect", "g")
 STAT_DESCRIPTIONS = {

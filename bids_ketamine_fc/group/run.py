@@ -27,7 +27,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nb
 import numpy as np
 import pandas as pd
 
@@ -38,7 +37,8 @@ from bids_ketamine_fc.group import maps, phenotype
 from bids_ketamine_fc.group.behaviour.regions import check_roi
 from bids_ketamine_fc.group.behaviour.run import run_brain_behaviour
 from bids_ketamine_fc.group.inference import clusters, glm, rft
-from bids_ketamine_fc.utils.io import atomic_save_img, atomic_write_text, atomic_write_tsv
+from bids_ketamine_fc.utils.derivatives import bids_uri, save_mask
+from bids_ketamine_fc.utils.io import atomic_write_text, atomic_write_tsv
 
 LOGGER = logging.getLogger(__name__)
 
@@ -113,9 +113,12 @@ def _write_cluster_masks(settings, index, seed_maps, found, **keys) -> list[str]
             cluster=label,
             **keys,
         )
-        img = nb.Nifti1Image((found.labels == label).astype(np.uint8), seed_maps.affine)
-        img.header.set_xyzt_units("mm")
-        atomic_save_img(img, path)
+        description = (
+            f"Cluster {label} of the {keys['contrast']} contrast of model {keys['model']} "
+            f"({found.inference} inference, p(FWE) < {settings.cluster_p:g}; clusters.tsv)."
+        )
+        save_mask(path, found.labels == label, seed_maps.affine, index.space, description,
+                  Type="ROI")  # fmt: skip
         written.append(str(path))
     return written
 
@@ -188,14 +191,16 @@ def _fit(settings: Settings, seed_maps, rows: pd.DataFrame, model: str) -> tuple
             "Count": settings.n_permutations,
             "RandomSeed": settings.random_seed,
             "Method": "Freedman-Lane, identity included; FWE from the maximum cluster size",
-            "TFCE": {"E": TFCE_E, "H": TFCE_H, "Connectivity": 18},
         }
+        if "tfce" in settings.inference:
+            sidecar["Permutations"]["TFCE"] = {"E": TFCE_E, "H": TFCE_H, "Connectivity": 18}
     return fit, u, smooth, _permute(settings, seed_maps, design, u), sidecar
 
 
-def _analyse_model(settings, index, seed_maps, rows, model, labeller) -> list[pd.DataFrame]:
+def _analyse_model(settings, index, seed_maps, rows, model, labeller, sources) -> list:
     """Fit one model of one seed; write its maps and cluster masks; return cluster-table rows."""
     fit, u, smooth, permuted, sidecar = _fit(settings, seed_maps, rows, model)
+    sidecar["Sources"] = sources
     tables = []
     for contrast in glm.CONTRASTS:
         stats = glm.contrast_maps(fit, contrast)
@@ -227,11 +232,17 @@ def _analyse_seed(settings, index, seed, included, labeller) -> tuple[list, list
     mask_path = maps.group_path(settings.output_dir, index, seed, "mask.nii.gz", desc="analysis")
     for stale in mask_path.parent.glob("*_cluster-*_mask.nii.gz"):  # from an earlier run
         stale.unlink()
-    mask_img = nb.Nifti1Image(seed_maps.mask.astype(np.uint8), seed_maps.affine)
-    atomic_save_img(mask_img, mask_path)
+    sources = [
+        bids_uri(index.files[seed][pid], settings.output_dir) for pid in seed_maps.participant_ids
+    ]
+    save_mask(
+        mask_path, seed_maps.mask, seed_maps.affine, index.space,
+        "Analysis mask: voxels valid (finite, non-zero, not constant) in every subject-level map "
+        "analysed (SPM's implicit mask).", Sources=sources,
+    )  # fmt: skip
     tables = []
     for model in glm.model_names(settings.covariates):
-        tables += _analyse_model(settings, index, seed_maps, rows, model, labeller)
+        tables += _analyse_model(settings, index, seed_maps, rows, model, labeller, sources)
     LOGGER.info(
         "seed %s: %d participants, %d voxels, done in %.1f s.",
         seed,
@@ -252,10 +263,14 @@ def _mark_unusable(subjects: pd.DataFrame, analysed: set[str]) -> pd.DataFrame:
 
 
 def _ensure_description(settings: Settings) -> None:
-    if not (Path(settings.output_dir) / "dataset_description.json").exists():
-        from bids_ketamine_fc.utils.bids import write_dataset_description
+    """Write the dataset description if the participant level did not; README and .bidsignore."""
+    from bids_ketamine_fc.utils.bids import write_dataset_description
+    from bids_ketamine_fc.utils.derivatives import write_bidsignore, write_readme
 
+    if not (Path(settings.output_dir) / "dataset_description.json").exists():
         write_dataset_description(settings)
+    write_readme(settings.output_dir)
+    write_bidsignore(settings.output_dir)
 
 
 @dataclass(frozen=True)
@@ -334,28 +349,7 @@ def write_clusters(settings: Settings, table: pd.DataFrame) -> Path:
         table.reindex(columns=list(clusters.COLUMNS)), path, float_format=maps.FLOAT_FORMAT
     )
     sidecar = {
-        "inference": {
-            "Description": "How the cluster p values were obtained.",
-            "Levels": {
-                "rft": "random field theory on clusters above the height threshold (SPM12)",
-                "permutation": "permutation null of the maximum cluster size (Freedman-Lane)",
-                "tfce": "clusters of voxels with TFCE p(FWE) below ClusterP",
-            },
-        },
-        "cluster": {"Description": "Cluster number, by decreasing peak t (as SPM lists them)."},
-        "peak_x": {"Description": "Peak position, world (MNI) x.", "Units": "mm"},
-        "peak_y": {"Description": "Peak position, world (MNI) y.", "Units": "mm"},
-        "peak_z": {"Description": "Peak position, world (MNI) z.", "Units": "mm"},
-        "size_mm3": {"Units": "mm^3"},
-        "peak_stat": {"Description": "Peak t value of the cluster."},
-        "peak_label": {
-            "Description": "Harvard-Oxford (TemplateFlow HOSPA/HOCPA th25) at the peak."
-        },
-        "p_fwe": {
-            "Description": "Family-wise error corrected p (tfce: best voxel of the cluster)."
-        },
-        "p_fdr": {"Description": "Topological cluster FDR q (rft only; n/a otherwise)."},
-        "p_unc": {"Description": "Uncorrected cluster p (rft only; n/a otherwise)."},
+        **clusters.column_sidecar(),
         "HeightThreshold": {"VoxelP": settings.voxel_p},
         "ClusterP": settings.cluster_p,
         "Connectivity": 18,

@@ -22,7 +22,21 @@ from bids_ketamine_fc.participant.connectivity import (
     reduce_dimensions,
     to_volume,
 )
+from bids_ketamine_fc.utils.derivatives import set_header_space
 from bids_ketamine_fc.utils.io import atomic_save_img, atomic_write, atomic_write_text
+
+
+def _space(space_entities: str) -> str:
+    """Return the template name of ``space-S[_res-R]``."""
+    return space_entities.split("_")[0].removeprefix("space-")
+
+
+def _run_sources(result: dict) -> list[str]:
+    """Return the ``Sources`` of a run's first seed map sidecar (the fMRIPrep files it read)."""
+    sidecars = [
+        v for k, v in result["files"].items() if k.startswith("seed-") and k.endswith("json")
+    ]
+    return json.loads(Path(sidecars[0]).read_text()).get("Sources", []) if sidecars else []
 
 
 def run_folder(prefix: str) -> Path:
@@ -109,11 +123,11 @@ def write_subject_maps(
                 "RunCombination": "concatenation of the runs' denoised series (as CONN)",
                 "VolumesKept": int(sum(r["qc"]["n_kept"] for r, _ in included)),
                 "DegreesOfFreedom": int(sum(r["qc"]["dof"] for r, _ in included)),
+                "Sources": [uri for r, _ in included for uri in _run_sources(r)],
             }
         )
         img = nb.Nifti1Image(to_volume(z[row], combined.mask), affine)
-        img.header.set_xyzt_units("mm")
-        atomic_save_img(img, Path(f"{stem}.nii.gz"))
+        atomic_save_img(set_header_space(img, _space(space_entities)), Path(f"{stem}.nii.gz"))
         atomic_write_text(Path(f"{stem}.json"), json.dumps(sidecar, indent=2, default=str))
         written.append(f"{stem}.nii.gz")
     return written
@@ -160,8 +174,8 @@ def write_reduced_data(
     volumes = volumes.reshape((*common.shape, reduced.shape[0]), order="F")
     img = nb.Nifti1Image(volumes, loaded[0][2])
     img.header.set_slope_inter(slope, 0.0)
-    img.header.set_xyzt_units("mm")
-    atomic_save_img(img, Path(f"{stem}.nii.gz"))
+    atomic_save_img(set_header_space(img, _space(space_entities)), Path(f"{stem}.nii.gz"))
+    sources = [uri for r in included for uri in _run_sources(r)]
     atomic_write_text(
         Path(f"{stem}.json"),
         json.dumps(
@@ -172,6 +186,9 @@ def write_reduced_data(
                 "those of the denoised series. Input of the group ICA.",
                 "Runs": len(included),
                 "Dimensions": int(reduced.shape[0]),
+                "SkullStripped": True,
+                "SpatialReference": sources[0] if sources else _space(space_entities),
+                "Sources": sources,
             },
             indent=2,
         ),

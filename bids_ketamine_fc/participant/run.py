@@ -26,10 +26,12 @@ from bids_ketamine_fc.participant.connectivity import (
     to_volume,
 )
 from bids_ketamine_fc.participant.denoising import build_operator, lowpass_note
+from bids_ketamine_fc.participant.qc import write_qc_table, write_report_data
 from bids_ketamine_fc.participant.seed_grid import load_placed
 from bids_ketamine_fc.participant.seeds import load_seed_set, resolve_seeds, seed_index
 from bids_ketamine_fc.participant.strategy import Strategy
-from bids_ketamine_fc.utils.io import save_img
+from bids_ketamine_fc.utils.derivatives import set_header_space
+from bids_ketamine_fc.utils.io import atomic_write_tsv, save_img
 from bids_ketamine_fc.utils.timing import StageClock
 
 LOGGER = logging.getLogger("bids_ketamine_fc")
@@ -99,7 +101,9 @@ def process_run(
     -------
     dict
         ``qc`` (one row of the QC table), ``files`` (name -> path), ``stats`` (npz of the
-        sufficient statistics, absent when the run is excluded) and ``timings`` (seconds by stage).
+        sufficient statistics, absent when the run is excluded), ``reduced``, ``report``
+        (npz of what the participant report draws, :func:`~.qc.write_report_data`) and
+        ``timings`` (seconds by stage).
     """
     out_dir = Path(out_dir)
     clock = StageClock()
@@ -117,8 +121,10 @@ def process_run(
     qc = _run_qc(strategy, fd, n_dummy, outliers, series.tsnr, names)
     notes = [lowpass_note(strategy.filter.high if strategy.filter else None, run["tr"])]
     qc["notes"] = "; ".join(note for note in notes if note) or "n/a"
+    report = out_dir / "report_data.npz"
     if qc["n_kept"] < options.min_volumes:
         reason = f"{qc['n_kept']} volumes left after scrubbing"
+        write_report_data(report, fd, outliers, n_dummy, run["tr"])
         return _excluded(
             run, qc, out_dir, f"{reason} (fewer than --min-volumes {options.min_volumes})"
         )
@@ -135,10 +141,16 @@ def process_run(
     )
     qc["dof"] = operator.dof
     qc["n_regressors"] = operator.n_regressors
+    clock.lap("operator")
+    seeds = seed_index(resolved, mask)
+    rows = np.flatnonzero(~outliers) if censor else np.arange(fd.size)
+    write_report_data(
+        report, fd, outliers, n_dummy, run["tr"], series=series.data, operator=operator,
+        rows=rows, tsnr=series.tsnr, seeds=seeds, seed_names=[s.name for s in resolved],
+    )  # fmt: skip
+    clock.lap("report data")
     if operator.dof < 3:
         return _excluded(run, qc, out_dir, f"only {operator.dof} temporal degrees of freedom left")
-    seeds = seed_index(resolved, mask)
-    clock.lap("operator")
     corr = seed_correlation(
         series.data, mask, mask_img.affine, operator, seeds, options.smoothing_fwhm, n_threads
     )
@@ -157,11 +169,13 @@ def process_run(
     qc.update(included=True, exclusion_reason="n/a")
     files["qc"] = _write_qc(qc, run, out_dir)
     clock.lap("reduced data")
+    files["qc-json"] = str(Path(files["qc"]).with_suffix(".json"))
     return {
         "qc": qc,
         "files": files,
         "stats": str(stats),
         "reduced": reduced,
+        "report": str(report),
         "timings": clock.seconds,
     }
 
@@ -186,6 +200,7 @@ def _run_qc(strategy: Strategy, fd, n_dummy: int, outliers, tsnr, names: list[st
         "n_scrubbed": int(outliers.sum()),
         "n_kept": int(fd.size - outliers.sum()),
         "tsnr_median": float(np.median(tsnr)),
+        "n_confounds": len(names),
         "n_regressors": len(names) + int(outliers.sum()) + strategy.detrend + 1,
         "regressors": " ".join(names),
         "strategy": strategy.name,
@@ -210,13 +225,14 @@ def _excluded(run: dict, qc: dict, out_dir: Path, reason: str) -> dict:
     LOGGER.warning("%s excluded: %s", run["prefix"], reason)
     qc.setdefault("dof", 0)
     qc.update(included=False, exclusion_reason=reason)
-    return {"qc": qc, "files": {"qc": _write_qc(qc, run, out_dir)}, "stats": None}
+    files = {"qc": _write_qc(qc, run, out_dir)}
+    files["qc-json"] = str(Path(files["qc"]).with_suffix(".json"))
+    report = out_dir / "report_data.npz"
+    return {"qc": qc, "files": files, "stats": None, "report": str(report)}
 
 
 def _write_qc(qc: dict, run: dict, out_dir: Path) -> str:
-    path = out_dir / f"{run['prefix']}_desc-denoising_qc.tsv"
-    pd.DataFrame([qc]).to_csv(path, sep="\t", index=False, na_rep="n/a")
-    return str(path)
+    return write_qc_table(qc, out_dir / f"{run['prefix']}_desc-denoising_qc.tsv")
 
 
 def map_sidecar(
@@ -261,34 +277,35 @@ def _write_run_files(
     files = {}
     z = fisher_z(corr.r())
     affine = nb.load(run["mask"]).affine
-    sources = [str(Path(run["bold"]).name), str(Path(run["confounds"]).name)]
+    sources = run.get("sources") or [Path(run[key]).name for key in ("bold", "mask", "confounds")]
     for row, item in enumerate(resolved):
         stem = out_dir / f"{run['space_prefix']}_seed-{item.seed.name}_stat-fisherz_boldmap"
         img = nb.Nifti1Image(to_volume(z[row], corr.mask), affine)
-        img.header.set_xyzt_units("mm")
-        save_img(img, Path(f"{stem}.nii.gz"))
+        save_img(set_header_space(img, run["space"]), Path(f"{stem}.nii.gz"))
         sidecar = map_sidecar(item.definition, strategy, qc, options, sources)
         Path(f"{stem}.json").write_text(json.dumps(sidecar, indent=2, default=str))
         files[f"seed-{item.seed.name}"] = f"{stem}.nii.gz"
         files[f"seed-{item.seed.name}-json"] = f"{stem}.json"
-    series = operator.basis @ corr.seed_coef.T
-    table = pd.DataFrame(series, columns=[item.seed.name for item in resolved])
+    names = [item.seed.name for item in resolved]
     ts_path = out_dir / f"{run['prefix']}_desc-seeds_timeseries.tsv"
-    table.to_csv(ts_path, sep="\t", index=False, float_format="%.6g")
-    kept = np.arange(qc["n_dummy"], qc["n_volumes"])
+    atomic_write_tsv(pd.DataFrame(operator.basis @ corr.seed_coef.T, columns=names), ts_path)
+    rows = np.arange(qc["n_dummy"], qc["n_volumes"])
     if strategy.scrub is not None and strategy.scrub.method == "censor":
-        kept = kept[~outliers]
-    ts_path.with_suffix(".json").write_text(
-        json.dumps(
-            {
-                "Description": "Denoised mean time series of each seed (rows: the volumes kept).",
-                "RepetitionTime": run["tr"],
-                "VolumesKept": kept.tolist(),
-                "Outliers": (np.flatnonzero(outliers) + qc["n_dummy"]).tolist(),
-            },
-            indent=2,
-        )
-    )
+        rows = rows[~outliers]
+    columns = {
+        name: {"Description": f"Denoised mean time series of the voxels of seed {name} "
+               "(unsmoothed data)."}
+        for name in names
+    }  # fmt: skip
+    sidecar = {
+        "Description": "Denoised mean time series of each seed, one row a volume (RowVolumes).",
+        "RepetitionTime": run["tr"],
+        "RowVolumes": rows.tolist(),
+        "ScrubbedVolumes": (np.flatnonzero(outliers) + qc["n_dummy"]).tolist(),
+        "Sources": sources,
+        **columns,
+    }
+    ts_path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2))
     files["timeseries"] = str(ts_path)
     files["timeseries-json"] = str(ts_path.with_suffix(".json"))
     return files

@@ -257,23 +257,40 @@ def _one(layout, bold: str, what: str, **query) -> Path:
 
 
 def write_dataset_description(settings) -> Path:
-    """Write ``OUTPUT_DIR/dataset_description.json`` (BIDS-Derivatives) atomically."""
+    """Write ``OUTPUT_DIR/dataset_description.json``, ``README.md`` and ``.bidsignore`` atomically.
+
+    ``DatasetLinks`` names the raw dataset ``raw`` and the fMRIPrep derivatives ``fmriprep``, the
+    dataset names of the BIDS URIs (``bids:fmriprep:sub-01/func/...``) in the sidecars' ``Sources``.
+    """
     from bids_ketamine_fc import __version__
+    from bids_ketamine_fc.utils.derivatives import (
+        FMRIPREP,
+        RAW,
+        write_bidsignore,
+        write_readme,
+    )
     from bids_ketamine_fc.utils.io import atomic_write_text
 
-    generated = {"Name": "bids_ketamine_fc", "Version": __version__}
+    generated = {
+        "Name": "bids_ketamine_fc",
+        "Version": __version__,
+        "Description": "Denoising (CONN-style), seed-to-voxel connectivity and group analysis.",
+    }
     image = os.environ.get("BIDS_KETAMINE_FC_CONTAINER")
     if image:
         generated["Container"] = {"Type": "docker", "Tag": image}
+    links = {RAW: settings.bids_dir.absolute().as_uri()}
+    if settings.fmriprep_dir is not None:
+        links[FMRIPREP] = settings.fmriprep_dir.absolute().as_uri()
     description = {
         "Name": "bids_ketamine_fc: seed-to-voxel resting-state connectivity",
-        "BIDSVersion": "1.9.0",
+        "BIDSVersion": "1.10.0",
         "DatasetType": "derivative",
         "GeneratedBy": [generated],
-        "SourceDatasets": [
-            {"URL": settings.bids_dir.as_uri()},
-            {"URL": settings.fmriprep_dir.as_uri()},
-        ],
+        "SourceDatasets": [{"URL": url} for url in links.values()],
+        "DatasetLinks": links,
     }
     path = settings.output_dir / "dataset_description.json"
+    write_readme(settings.output_dir)
+    write_bidsignore(settings.output_dir)
     return atomic_write_text(path, json.dumps(description, indent=2) + "\n")

@@ -80,7 +80,15 @@ def atomic_save_img(img: nb.spatialimages.SpatialImage, path: Path) -> Path:
     return atomic_write(path, lambda tmp: save_img(img, tmp))
 
 
+#: Format of the floating-point numbers in every TSV output (6 significant digits).
+FLOAT_FORMAT = "%.6g"
+
+
 def atomic_write_tsv(df: pd.DataFrame, path: Path, **kwargs) -> Path:
-    """Write a data frame as a BIDS TSV (tab separated, ``n/a`` for missing) atomically."""
+    """Write a data frame as a BIDS TSV (tab separated, ``n/a`` for missing) atomically.
+
+    Floats are written with :data:`FLOAT_FORMAT` unless ``float_format`` is given.
+    """
     kwargs.setdefault("index", False)
+    kwargs.setdefault("float_format", FLOAT_FORMAT)
     return atomic_write(path, lambda tmp: df.to_csv(tmp, sep="\t", na_rep="n/a", **kwargs))

@@ -10,6 +10,7 @@ from nipype.pipeline import engine as pe
 from bids_ketamine_fc.config import RunOptions, Settings
 from bids_ketamine_fc.interfaces.connectivity import DenoiseRun, SubjectOutputs
 from bids_ketamine_fc.utils.bids import RunInputs, build_prefix
+from bids_ketamine_fc.utils.derivatives import FMRIPREP, bids_uri
 
 
 def init_bids_ketamine_fc_wf(
@@ -64,7 +65,7 @@ def init_single_subject_wf(
     for index, run in enumerate(runs, start=1):
         denoise = pe.Node(
             DenoiseRun(
-                run=_run_dict(run),
+                run=_run_dict(run, settings.fmriprep_dir),
                 options=options,
                 omp_nthreads=settings.omp_nthreads,
             ),
@@ -92,7 +93,10 @@ def init_single_subject_wf(
     return workflow
 
 
-def _run_dict(run: RunInputs) -> dict:
+def _run_dict(run: RunInputs, fmriprep_dir) -> dict:
+    sources = [
+        bids_uri(path, fmriprep_dir, FMRIPREP) for path in (run.bold, run.mask, run.confounds)
+    ]
     return {
         "bold": str(run.bold),
         "mask": str(run.mask),
@@ -102,6 +106,7 @@ def _run_dict(run: RunInputs) -> dict:
         "space_prefix": run.space_prefix,
         "space": run.entities["space"],
         "seeds_file": str(run.seeds_file) if run.seeds_file else "",
+        "sources": sources,
     }
 
 

@@ -55,8 +55,10 @@ def _correlation(seed: SeedData, values: np.ndarray, keys: dict, out: dict) -> N
     rows, settings = seed.rows, seed.settings
     improvement = rows["improvement"].to_numpy(float)
     where = f"seed {seed.masked.seed}, {keys['region']} {keys.get('cluster') or ''}".strip()
+    # the partial r adjusts for the covariates of the region's model: none in 'groups'
+    adjusted = [] if keys.get("model") == "groups" else list(settings.covariates)
     stats_row = correlate(
-        values, improvement, rows["group"].to_numpy(), rows[list(settings.covariates)].to_numpy(),
+        values, improvement, rows["group"].to_numpy(), rows[adjusted].to_numpy(),
         seed.rng(keys.get("contrast"), keys.get("cluster"), "bootstrap"), where,
     )  # fmt: skip
     out["correlation"].append({"seed": seed.masked.seed} | keys | stats_row)

@@ -8,6 +8,7 @@ row.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -43,6 +44,26 @@ FOLD_COLUMNS = (
     *("score", "predicted", "n_clusters", "size_vox", "dice"),
 )
 _DESCRIPTIONS = {
+    "seed": "Seed whose subject-level maps were read.",
+    "model": "Second-level model whose contrast selected the cluster (n/a for an ROI).",
+    "contrast": "RgtNR or NRgtR: the contrast that selected the cluster (n/a for an ROI).",
+    "inference": "Cluster inference that selected the cluster (n/a for an ROI).",
+    "participant_id": "Participant.",
+    "group": "R (responder) or NR (non-responder).",
+    "improvement": "Pain improvement (pre - post) / pre, a fraction.",
+    "n": "Participants with a value.",
+    "spearman_p": "Two-sided p of spearman_rho.",
+    "partial_p": "Two-sided p of partial_r (t test, n - 2 - covariates dof).",
+    "n_R": "Responders with a value.",
+    "p_R": "Two-sided p of r_R.",
+    "n_NR": "Non-responders with a value.",
+    "p_NR": "Two-sided p of r_NR.",
+    "n_folds_with_value": "Folds where a cluster survived in the training participants.",
+    "accuracy_p": "One-sided permutation p of accuracy.",
+    "balanced_accuracy_p": "One-sided permutation p of balanced_accuracy.",
+    "n_permutations": "Permutations of the labels for the p values.",
+    "predicted": "Predicted group of the left-out participant (n/a without a value).",
+    "n_clusters": "Significant clusters in the fold (their union is the fold's region).",
     "region": "'cluster' (significant cluster of the contrast) or the --roi file name.",
     "cluster": "Cluster number of clusters.tsv (n/a for an ROI).",
     "value": "Mean Fisher z of the participant's subject-level map in the region.",
@@ -54,7 +75,8 @@ _DESCRIPTIONS = {
     "spearman_rho": "Spearman rank correlation of value and improvement.",
     "boot_ci_low": "Lower 95 % bound of r, paired bootstrap (participants resampled).",
     "boot_ci_high": "Upper 95 % bound of r, paired bootstrap.",
-    "partial_r": "Partial r controlling for the covariates (n/a without covariates).",
+    "partial_r": "Partial r controlling for the covariates of the model (n/a for the model "
+    "groups, which has none).",
     "r_R": "Pearson r within responders (n/a with fewer than 3).",
     "r_NR": "Pearson r within non-responders (n/a with fewer than 3).",
     "circular_r": "Pearson r in the full-data region (union of the clusters): circular.",
@@ -72,6 +94,12 @@ _DESCRIPTIONS = {
     "size_vox": "Voxels of the fold's region (union of its significant clusters).",
     "dice": "Dice overlap of the fold's region with the full-data region.",
 }
+
+
+def plain_text(docstring: str) -> str:
+    """Return a docstring without reStructuredText markup (roles and literals), for a sidecar."""
+    text = re.sub(r":[a-z]+:`~?(?:[\w.]+\.)?([^`]+)`", r"\1", docstring or "")
+    return text.replace("``", "").strip()
 
 
 def _frame(rows: list, columns: tuple[str, ...]) -> pd.DataFrame:
@@ -119,7 +147,7 @@ def write_brain_behaviour(settings: Settings, out: dict, entropy: int, circular:
         "ConfidenceLevel": correlation.CONFIDENCE,
     }
     loo = {
-        "Procedure": prediction.__doc__,
+        "Procedure": plain_text(prediction.__doc__),
         "FoldInference": "rft",
         "HeightThreshold": {"VoxelP": settings.voxel_p},
         "ClusterP": settings.cluster_p,

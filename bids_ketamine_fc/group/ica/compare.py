@@ -14,8 +14,6 @@ import json
 import logging
 from pathlib import Path
 
-import nibabel as nb
-import numpy as np
 import pandas as pd
 
 from bids_ketamine_fc.config import Settings
@@ -23,7 +21,8 @@ from bids_ketamine_fc.exceptions import UserInputError
 from bids_ketamine_fc.group import maps
 from bids_ketamine_fc.group.ica.match import COMPONENT_DESCRIPTIONS, SELECTED_NETWORKS
 from bids_ketamine_fc.group.inference import clusters, glm, rft
-from bids_ketamine_fc.utils.io import atomic_save_img, atomic_write_text, atomic_write_tsv
+from bids_ketamine_fc.utils.derivatives import save_mask
+from bids_ketamine_fc.utils.io import atomic_write_text, atomic_write_tsv
 
 LOGGER = logging.getLogger(__name__)
 
@@ -69,7 +68,13 @@ def write_components(
     """Write ``group/ica/components.tsv`` and its JSON sidecar (``networks``: those selected)."""
     path = Path(settings.output_dir) / "group" / "ica" / "components.tsv"
     atomic_write_tsv(table, path, float_format=maps.FLOAT_FORMAT)
-    sidecar = dict(COMPONENT_DESCRIPTIONS, SelectedNetworks=list(networks))
+    per_network = {
+        column: {"Description": f"Spatial correlation with the {column[2:]} network's binary map."}
+        for column in table.columns
+        if column.startswith("r_")
+    }
+    described = {k: v for k, v in COMPONENT_DESCRIPTIONS.items() if k in table.columns}
+    sidecar = dict(described, **per_network, SelectedNetworks=list(networks))
     atomic_write_text(path.with_suffix(".json"), json.dumps(sidecar, indent=2) + "\n")
     return path
 
@@ -80,9 +85,10 @@ def write_clusters(settings: Settings, table: pd.DataFrame) -> Path:
     table = table.reindex(columns=list(clusters.COLUMNS))
     atomic_write_tsv(table, path, float_format=maps.FLOAT_FORMAT)
     sidecar = {
-        "seed": {"Description": "The tested group ICA component, component-<k>."},
-        "inference": {"Description": "rft: random field theory cluster p values (SPM12)."},
-        "peak_stat": {"Description": "Peak t value of the cluster."},
+        **clusters.column_sidecar(
+            seed="The tested group ICA component, component-<k>.",
+            inference="rft: random field theory cluster p values (SPM12).",
+        ),
         "HeightThreshold": {"VoxelP": settings.voxel_p},
         "ClusterP": settings.cluster_p,
         "Connectivity": 18,
@@ -103,9 +109,11 @@ def _write_cluster_masks(settings, index, found: clusters.ClusterSet, keys: dict
         path = ica_path(
             settings.output_dir, index.prefix, "mask.nii.gz", inference="rft", cluster=label, **keys
         )
-        img = nb.Nifti1Image((found.labels == label).astype(np.uint8), index.affine)
-        img.header.set_xyzt_units("mm")
-        atomic_save_img(img, path)
+        save_mask(
+            path, found.labels == label, index.affine, index.space,
+            f"Cluster {label} of the R vs NR test of the component (p(FWE) < "
+            f"{settings.cluster_p:g}, clusters.tsv).", Type="ROI",
+        )  # fmt: skip
 
 
 def _compare_model(settings, index, mask, data, rows, model, label, info, labeller) -> list:

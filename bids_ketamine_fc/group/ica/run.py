@@ -41,6 +41,7 @@ from bids_ketamine_fc.group.ica.decompose import (
     group_ica,
 )
 from bids_ketamine_fc.group.inference import clusters
+from bids_ketamine_fc.utils.derivatives import bids_uri, save_mask, set_header_space
 from bids_ketamine_fc.utils.io import atomic_save_img, atomic_write_text
 
 LOGGER = logging.getLogger(__name__)
@@ -54,13 +55,10 @@ def _random_state(settings: Settings) -> int:
     return seed
 
 
-def _save_maps(values: np.ndarray, mask: np.ndarray, affine: np.ndarray, path: Path, meta: dict):
+def _save_maps(values: np.ndarray, mask: np.ndarray, index, path: Path, meta: dict):
     """Write ``(n, n_mask_voxels)`` maps as a 4-D float32 image (NaN outside ``mask``) + JSON."""
-    img = nb.Nifti1Image(np.stack([maps.unmask(v, mask) for v in values], axis=-1), affine)
-    img.header.set_xyzt_units("mm")
-    img.header.set_sform(affine, code=4)  # 4 = MNI152
-    img.header.set_qform(affine, code=4)
-    atomic_save_img(img, path)
+    img = nb.Nifti1Image(np.stack([maps.unmask(v, mask) for v in values], axis=-1), index.affine)
+    atomic_save_img(set_header_space(img, index.space), path)
     text = json.dumps(meta, indent=2, default=lambda o: o.tolist()) + "\n"
     atomic_write_text(path.with_name(path.name.replace(".nii.gz", ".json")), text)
 
@@ -82,13 +80,13 @@ def _dual_regress_all(settings, index, mask, group_maps, selected) -> tuple[list
         meta = {
             "Description": "Dual regression stage 2: subject map of each group component.",
             "Method": "FSL dual regression, variance-normalised data and time courses",
-            "Sources": [str(path)],
+            "Sources": [bids_uri(path, settings.output_dir)],
             "ReducedVolumes": int(data.shape[0]),
         }
         out = ica_compare.ica_path(
             settings.output_dir, index.prefix, "components.nii.gz", subject=pid, desc="dualreg"
         )
-        _save_maps(subject_maps, mask, index.affine, out, meta)
+        _save_maps(subject_maps, mask, index, out, meta)
         kept.append(subject_maps[selected])
         used.append(pid)
     stacked = np.stack(kept, axis=1) if kept else np.zeros((len(selected), 0, int(mask.sum())))
@@ -120,14 +118,16 @@ def _decompose(settings: Settings, index: ReducedIndex) -> tuple[np.ndarray, Gro
     mask_path = ica_compare.ica_path(
         settings.output_dir, index.prefix, "mask.nii.gz", desc="analysis"
     )
-    atomic_save_img(nb.Nifti1Image(mask.astype(np.uint8), index.affine), mask_path)
+    save_mask(
+        mask_path, mask, index.affine, index.space,
+        "Group ICA analysis mask: voxels valid in every participant's reduced data.",
+        Sources=[bids_uri(p, settings.output_dir) for p in index.files.values()],
+    )  # fmt: skip
     seed = _random_state(settings)
     subject_data = (load_subject(path, mask) for path in index.files.values())
     result = group_ica(subject_data, settings.ica_components, seed)
     path = ica_compare.ica_path(settings.output_dir, index.prefix, "components.nii.gz", desc="ica")
-    _save_maps(
-        result.maps, mask, index.affine, path, _components_meta(settings, index, result, seed)
-    )
+    _save_maps(result.maps, mask, index, path, _components_meta(settings, index, result, seed))
     return mask, result
 
 

@@ -49,7 +49,41 @@ COLUMNS = (
     "p_fdr",
     "p_unc",
 )
+#: Meaning of each column of the cluster tables (their JSON sidecars).
+COLUMN_DESCRIPTIONS = {
+    "seed": "Seed whose maps were tested.",
+    "model": "Second-level model: groups (R and NR means) or groupsAge (plus covariates).",
+    "contrast": "RgtNR (responders > non-responders) or NRgtR.",
+    "inference": "How the cluster p values were obtained: rft (random field theory, SPM12), "
+    "permutation (Freedman-Lane null of the maximum cluster size) or tfce (clusters of voxels "
+    "with TFCE p(FWE) below ClusterP).",
+    "cluster": "Cluster number, by decreasing peak t (as SPM lists them).",
+    "size_vox": "Cluster size in voxels.",
+    "size_mm3": "Cluster size in mm^3.",
+    "peak_x": "Peak position, world (MNI) x, mm.",
+    "peak_y": "Peak position, world (MNI) y, mm.",
+    "peak_z": "Peak position, world (MNI) z, mm.",
+    "peak_stat": "Peak t value of the cluster.",
+    "peak_label": "Harvard-Oxford label (TemplateFlow HOSPA/HOCPA th25) at the peak.",
+    "p_fwe": "Family-wise error corrected p (tfce: best voxel of the cluster).",
+    "p_fdr": "Topological cluster FDR q (rft only; n/a otherwise).",
+    "p_unc": "Uncorrected cluster p (rft only; n/a otherwise).",
+}
+#: Units of the columns that have one.
+COLUMN_UNITS = {"size_mm3": "mm^3", "peak_x": "mm", "peak_y": "mm", "peak_z": "mm"}
 INFERENCES = ("rft", "permutation", "tfce")
+
+
+def column_sidecar(**overrides: str) -> dict:
+    """Return the ``{column: {Description[, Units]}}`` sidecar of a cluster table."""
+    texts = COLUMN_DESCRIPTIONS | overrides
+    return {
+        column: {"Description": texts[column]}
+        | ({"Units": COLUMN_UNITS[column]} if column in COLUMN_UNITS else {})
+        for column in COLUMNS
+    }
+
+
 UNLABELLED = "unlabelled"
 ATLAS_UNAVAILABLE = "unlabelled (atlas unavailable)"
 #: HOSPA labels that only say "cortex" or "white matter": the cortical atlas names them better.
