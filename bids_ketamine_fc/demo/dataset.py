@@ -64,9 +64,9 @@ def write_dataset_files(bids: Path, cohort: pd.DataFrame, tr: float) -> None:
         },
     )
     atomic_write_text(bids / "README", README.format(n=len(cohort), generated=NOTICE))
-    atomic_write_tsv(cohort[list(PARTICIPANTS_JSON)], bids / "participants.tsv")
+    atomic_write_tsv(cohort[list(PARTICIPANTS_JSON)], bids / "participants.tsv", float_format=None)
     write_json(bids / "participants.json", PARTICIPANTS_JSON)
-    atomic_write_tsv(cohort[list(PAIN_JSON)], bids / "phenotype" / "pain.tsv")
+    atomic_write_tsv(cohort[list(PAIN_JSON)], bids / "phenotype" / "pain.tsv", float_format=None)
     write_json(bids / "phenotype" / "pain.json", PAIN_JSON)
     write_json(
         bids / f"task-{TASK}_bold.json",
@@ -198,7 +198,7 @@ def write_subject(
         func / f"{stem}_space-{space}_desc-brain_mask.nii.gz", grid, head[brain], 1, np.uint8
     )
     write_json(func / f"{stem}_space-{space}_desc-brain_mask.json", {"Type": "Brain"})
-    atomic_write_tsv(table, func / f"{stem}_desc-confounds_timeseries.tsv")
+    atomic_write_tsv(table, func / f"{stem}_desc-confounds_timeseries.tsv", float_format=None)
     write_json(func / f"{stem}_desc-confounds_timeseries.json", metadata)
     anat = bids / "derivatives" / "fmriprep" / label / "anat"
     for tissue in ("GM", "WM", "CSF"):

@@ -135,7 +135,7 @@ def generate_demo(
             done = [item for future in futures for item in future.result()]
     runs = pd.DataFrame([run for _, run in sorted(done, key=lambda item: item[0])])
     truth = pd.concat([cohort, runs], axis=1)[TRUTH_COLUMNS]
-    truth_tsv = atomic_write_tsv(truth, out_dir / "ground_truth.tsv")
+    truth_tsv = atomic_write_tsv(truth, out_dir / "ground_truth.tsv", float_format=None)
     return {
         "bids_dir": bids,
         "fmriprep_dir": bids / "derivatives" / "fmriprep",

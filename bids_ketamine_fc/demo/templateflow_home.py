@@ -131,7 +131,7 @@ def _write_template(folder: Path, space: str) -> None:
     _write_table(folder / f"{prefix}_atlas-HOCPA_dseg.tsv", dict(enumerate(HOCPA_NAMES, 1)))
     parcels, table = schaefer_parcels(xyz[cortex])
     _save(folder, f"{prefix}_res-02_{SCHAEFER}_dseg", grid, cortex, parcels, np.int16, "atlas")
-    atomic_write_tsv(table, folder / f"{prefix}_{SCHAEFER}_dseg.tsv")
+    atomic_write_tsv(table, folder / f"{prefix}_{SCHAEFER}_dseg.tsv", float_format=None)
 
 
 def _save(folder: Path, stem: str, grid: Grid, voxels, values, dtype, kind: str) -> None:
@@ -141,7 +141,9 @@ def _save(folder: Path, stem: str, grid: Grid, voxels, values, dtype, kind: str)
 
 
 def _write_table(path: Path, names: dict[int, str]) -> None:
-    atomic_write_tsv(pd.DataFrame({"index": list(names), "name": list(names.values())}), path)
+    atomic_write_tsv(
+        pd.DataFrame({"index": list(names), "name": list(names.values())}), path, float_format=None
+    )
 
 
 def _nearest_centre(xyz: np.ndarray, centres: dict[int, tuple]) -> np.ndarray:
