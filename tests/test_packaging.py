@@ -1,9 +1,9 @@
-"""Packaging: entry points, package data, the container recipe, the Boutiques descriptor, the docs.
+"""Packaging: entry points, package data, the container recipe, the docs.
 
-These tests keep the files that describe the command line (``boutiques.json``, ``docs/``) and the
-container (``Dockerfile``, ``docs/container.rst``) in agreement with the code. Tools that are
-optional for development (boutiques, hadolint, sphinx) are used when installed and skipped
-otherwise.
+These tests keep the files that describe the command line (``docs/``) and the container
+(``Dockerfile``, ``docs/container.rst``) in agreement with the code (``test_boutiques.py`` does it
+for the Boutiques descriptor). Tools that are optional for development (hadolint, sphinx) are used
+when installed and skipped otherwise.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import importlib
 import json
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import sys
@@ -30,7 +29,6 @@ from bids_ketamine_fc import __version__
 from bids_ketamine_fc.cli.parser import get_parser
 
 ROOT = Path(__file__).resolve().parents[1]
-BOUTIQUES_TYPES = {"String", "File", "Number"}
 
 
 def _setup_cfg() -> configparser.ConfigParser:
@@ -97,140 +95,6 @@ def test_presets_and_seeds_are_package_data():
     study = json.loads(data.joinpath("seeds", "study.json").read_text(encoding="utf-8"))
     assert [seed["name"] for seed in study["seeds"]] == STUDY_SEEDS
     assert any(fnmatch.fnmatch("data/seeds/study.json", p) for p in patterns)
-
-
-# --- Boutiques descriptor --------------------------------------------------------------------
-
-
-def _descriptor() -> dict:
-    return json.loads((ROOT / "boutiques.json").read_text())
-
-
-def _parser_actions() -> list[argparse.Action]:
-    """The actions a run takes (``--help`` and ``--version`` only print and exit)."""
-    skip = (argparse._HelpAction, argparse._VersionAction)
-    return [a for a in get_parser()._actions if not isinstance(a, skip)]
-
-
-def _takes_integers_only(action: argparse.Action) -> bool:
-    """Tell whether an option's type refuses a fraction (``int`` and its variants do)."""
-    try:
-        action.type("0.5")
-    except ValueError:
-        return True
-    return False
-
-
-def _check_input(action: argparse.Action, item: dict) -> None:
-    """Compare one descriptor input with the parser action of the same ``dest``."""
-    where = f"boutiques.json input {item['id']}"
-    assert item["value-key"] == f"[{action.dest.upper()}]", where
-    assert item["type"] in BOUTIQUES_TYPES, where
-    if not action.option_strings:
-        assert not item.get("optional", False), where
-        assert "command-line-flag" not in item, where
-    elif isinstance(action, argparse._CountAction):
-        short = action.option_strings[0]
-        assert item["value-choices"] == [short, short + short[1:]], where
-    else:
-        assert item["command-line-flag"] in action.option_strings, where
-        assert item.get("optional") is True, where
-    assert bool(item.get("list")) == (action.nargs in ("+", "*")), where
-    if action.choices is not None:
-        assert item["value-choices"] == list(action.choices), where
-    if action.default not in (None, []) and not isinstance(action, argparse._CountAction):
-        assert item.get("default-value") == action.default, where
-    else:
-        assert "default-value" not in item, where
-    if item["type"] == "Number":
-        assert _takes_integers_only(action) == bool(item.get("integer")), where
-
-
-def test_boutiques_descriptor_matches_parser():
-    descriptor = _descriptor()
-    actions = {a.dest: a for a in _parser_actions()}
-    inputs = {item["id"]: item for item in descriptor["inputs"]}
-    assert set(inputs) == set(actions), "parser options and boutiques.json inputs differ"
-    for dest, action in actions.items():
-        _check_input(action, inputs[dest])
-    # every value-key once, positionals first and in the parser's order
-    keys = re.findall(r"\[[A-Z_]+\]", descriptor["command-line"])
-    assert sorted(keys) == sorted(item["value-key"] for item in inputs.values())
-    assert len(keys) == len(set(keys))
-    positionals = [a.dest for a in actions.values() if not a.option_strings]
-    assert keys[: len(positionals)] == [f"[{d.upper()}]" for d in positionals]
-    assert descriptor["command-line"].split()[0] == "bids_ketamine_fc"
-    assert descriptor["tool-version"] == __version__
-    assert descriptor["container-image"]["image"].endswith(f":{__version__}")
-    # the descriptor's groups are the parser's argument groups
-    groups = {
-        g.title: [a.dest for a in g._group_actions if a.dest in actions]
-        for g in get_parser()._action_groups
-        if g.title not in ("positional arguments", "options")
-    }
-    assert {g["name"]: g["members"] for g in descriptor["groups"]} == groups
-
-
-def test_exit_codes_are_one_table():
-    """``boutiques.json`` and ``docs/usage.rst`` list exactly the statuses of ``ExitCode``."""
-    from bids_ketamine_fc.exceptions import EXIT_CODES, ExitCode
-
-    assert set(EXIT_CODES) == set(ExitCode)
-    listed = {item["code"]: item["description"] for item in _descriptor()["error-codes"]}
-    assert listed == {int(c): text for c, text in EXIT_CODES.items() if c != ExitCode.SUCCESS}
-    usage = (ROOT / "docs" / "usage.rst").read_text()
-    table = usage.split("Exit status\n", 1)[1].split("Command-line reference", 1)[0]
-    assert [int(c) for c in re.findall(r"^   \* - ``(\d+)``$", table, re.M)] == sorted(ExitCode)
-
-
-def test_boutiques_descriptor_is_valid():
-    pytest.importorskip("boutiques")
-    from boutiques import bosh
-
-    bosh(["validate", str(ROOT / "boutiques.json")])  # raises DescriptorValidationError
-
-
-def test_boutiques_command_line_parses_back(tmp_path, capsys):
-    pytest.importorskip("boutiques")
-    from boutiques import bosh
-
-    invocation = {
-        "bids_dir": "/data/bids",
-        "output_dir": "/data/out",
-        "analysis_level": "group",
-        "participant_label": ["01", "sub-02"],
-        "session_label": ["pre"],
-        "fmriprep_dir": "/data/fmriprep",
-        "space": "MNI152NLin6Asym",
-        "seeds": "/data/seeds.yml",
-        "smoothing_fwhm": 6,
-        "fd_threshold": 0.5,
-        "dummy_scans": 4,
-        "work_dir": "/scratch/work",
-        "nprocs": 2,
-        "mem_gb": 8,
-        "verbosity": "-vv",
-        "phenotype": "/data/phenotype.tsv",
-        "covariates": ["age", "sex"],
-        "inference": ["rft", "tfce"],
-        "random_seed": 7,
-        "roi": "/data/roi.nii.gz",
-        "roi_seed": "mPFC",
-    }
-    path = tmp_path / "invocation.json"
-    path.write_text(json.dumps(invocation))
-    result = bosh(["exec", "simulate", str(ROOT / "boutiques.json"), "-i", str(path)])
-    capsys.readouterr()
-    tokens = shlex.split(result.shell_command)
-    assert tokens[0] == "bids_ketamine_fc"
-    opts = get_parser().parse_args(tokens[1:])
-    assert opts.verbosity == 2
-    defaults = {item["id"]: item.get("default-value") for item in _descriptor()["inputs"]}
-    for dest, value in {**defaults, **invocation}.items():
-        if dest == "verbosity" or value is None:
-            continue
-        parsed = getattr(opts, dest)
-        assert (str(parsed) if isinstance(parsed, Path) else parsed) == value, dest
 
 
 # --- Dockerfile ------------------------------------------------------------------------------
@@ -358,6 +222,12 @@ def test_documented_strategy_file_loads(tmp_path):
         assert load_strategy(str(path)).name
 
 
+def _parser_actions() -> list[argparse.Action]:
+    """The parser's actions but --help and --version (sphinx-argparse leaves them out)."""
+    skip = (argparse._HelpAction, argparse._VersionAction)
+    return [a for a in get_parser()._actions if not isinstance(a, skip)]
+
+
 def test_docs_build_without_warnings(tmp_path):
     pytest.importorskip("sphinx")
     pytest.importorskip("sphinxarg")
@@ -375,5 +245,5 @@ def test_docs_build_without_warnings(tmp_path):
     for action in _parser_actions():
         for option in action.option_strings:
             assert option in usage, f"{option} missing from the usage page"
-    for page in ("outputs", "denoising", "seeds", "group", "container"):
+    for page in ("outputs", "denoising", "seeds", "group", "container", "platforms"):
         assert (out / f"{page}.html").is_file()

@@ -1,11 +1,13 @@
 """The command line of the BIDS-App, in one place (as fmriprep and xcp_d do it).
 
-Building the parser has no side effects: no network, no TemplateFlow, no file system access.
+Building the parser has no side effects: no network, no TemplateFlow, no file system access
+(``--bids-exec-spec`` reads the packaged Boutiques descriptor only when it is given).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from bids_ketamine_fc import __version__
@@ -49,6 +51,20 @@ def _positive_int(value: str) -> int:
     return number
 
 
+class _PrintDescriptor(argparse.Action):
+    """``--bids-exec-spec``: print the Boutiques descriptor (BIDS-Apps 2.0) and exit, like --version."""
+
+    def __init__(self, option_strings, dest, help=None):
+        super().__init__(option_strings, dest=dest, default=argparse.SUPPRESS, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from importlib import resources
+
+        descriptor = resources.files("bids_ketamine_fc").joinpath("data", "boutiques.json")
+        parser._print_message(descriptor.read_text(encoding="utf-8"), sys.stdout)
+        parser.exit()
+
+
 def get_parser() -> argparse.ArgumentParser:
     """Build the argument parser of ``bids_ketamine_fc``.
 
@@ -71,6 +87,11 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("output_dir", type=Path, help="where the derivatives are written")
     parser.add_argument("analysis_level", choices=["participant", "group"], help="processing stage")
     parser.add_argument("--version", action="version", version=f"bids_ketamine_fc {__version__}")
+    parser.add_argument(
+        "--bids-exec-spec",
+        action=_PrintDescriptor,
+        help="print the Boutiques descriptor of the command line (BIDS-Apps 2.0) and exit",
+    )
     _add_selection(parser)
     _add_denoising(parser)
     _add_resources(parser)
@@ -83,11 +104,13 @@ def _add_selection(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--participant-label",
         "--participant_label",
+        "--subject-label",
         dest="participant_label",
         nargs="+",
         default=[],
         metavar="LABEL",
-        help="participants to process, with or without 'sub-' (default: all)",
+        help="participants to process, with or without 'sub-', or a text file of labels, one a "
+        "line (default: all)",
     )
     g.add_argument(
         "--session-label",
@@ -96,7 +119,8 @@ def _add_selection(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=[],
         metavar="LABEL",
-        help="sessions to process, with or without 'ses-' (default: all)",
+        help="sessions to process, with or without 'ses-', or a text file of labels, one a line "
+        "(default: all)",
     )
     g.add_argument(
         "--task-id", "--task_id", dest="task_id", default="rest", help="task label of the runs"

@@ -61,17 +61,37 @@ def build_prefix(subject: str, entities: dict, keys: tuple[str, ...]) -> str:
 
 
 def clean_labels(labels: list[str] | tuple[str, ...], prefix: str, option: str) -> tuple[str, ...]:
-    """Strip ``sub-``/``ses-`` prefixes and refuse labels with path or special characters."""
+    """Strip ``sub-``/``ses-`` prefixes and refuse labels with path or special characters.
+
+    A value that is not a label but names an existing file is read as a list of labels, one a
+    line (BIDS-Apps 2.0: ``--subject-label subject_ids.txt``).
+    """
     cleaned = []
-    for label in labels:
-        value = label[len(prefix) + 1 :] if label.startswith(f"{prefix}-") else label
+    for label in _read_label_files(labels, prefix):
+        value = _strip_prefix(label, prefix)
         if not _LABEL.match(value):
             raise UsageError(
-                f"{option} {label!r} is not a valid BIDS label: use letters and digits only "
-                f"(e.g. {option} 01)"
+                f"{option} {label!r} is not a valid BIDS label (letters and digits only, e.g. "
+                f"{option} 01) nor a file of labels"
             )
         cleaned.append(value)
     return tuple(dict.fromkeys(cleaned))
+
+
+def _read_label_files(labels, prefix: str) -> list[str]:
+    """Replace each value naming a text file by the labels it lists (blank lines skipped)."""
+    values = []
+    for label in labels:
+        path = Path(label)
+        if not _LABEL.match(_strip_prefix(label, prefix)) and path.is_file():
+            values += [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        else:
+            values.append(label)
+    return values
+
+
+def _strip_prefix(label: str, prefix: str) -> str:
+    return label[len(prefix) + 1 :] if label.startswith(f"{prefix}-") else label
 
 
 def _read_description(path: Path) -> dict:
