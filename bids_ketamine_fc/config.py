@@ -27,8 +27,9 @@ class Settings:
         The raw BIDS dataset (or an fMRIPrep derivatives dataset) and the derivatives folder written.
     analysis_level : str
         ``"participant"`` or ``"group"``.
-    fmriprep_dir : Path
-        Where the fMRIPrep derivatives are read.
+    fmriprep_dir : Path or None
+        Where the fMRIPrep derivatives are read (None at the group level when there are none: it
+        never reads them).
     work_dir : Path
         nipype's working directory (resumable).
     """
@@ -36,7 +37,7 @@ class Settings:
     bids_dir: Path
     output_dir: Path
     analysis_level: str
-    fmriprep_dir: Path
+    fmriprep_dir: Path | None
     work_dir: Path
     participant_label: tuple[str, ...] = ()
     session_label: tuple[str, ...] = ()

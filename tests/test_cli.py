@@ -226,3 +226,15 @@ def test_sessions_and_runs_are_combined_and_selected(tmp_path, capsys):
         for r in runs[:2]
     ]
     assert sidecar["DegreesOfFreedom"] == sum(s["DegreesOfFreedom"] for s in per_run)
+
+
+def test_only_the_participant_level_needs_fmriprep(tmp_path, capsys):
+    from bids_ketamine_fc.cli.run import build_settings
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "dataset_description.json").write_text('{"Name": "raw", "BIDSVersion": "1.9.0"}')
+    settings = build_settings(get_parser().parse_args([str(raw), str(tmp_path / "out"), "group"]))
+    assert settings.fmriprep_dir is None
+    code, err = run_cli(capsys, raw, tmp_path / "out", "participant")
+    assert_user_error(code, err, "no fMRIPrep derivatives", "--fmriprep-dir")

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,13 +19,13 @@ from bids_ketamine_fc.demo import generate_demo
 pytestmark = pytest.mark.integration
 
 
-def run_level(root, level, *extra):
+def run_level(root, level, *extra, bids=None):
     """Run the command line on the demo in ``root`` (TemplateFlow home beside it); return OUTPUT_DIR."""
     env = dict(os.environ, TEMPLATEFLOW_HOME=str(root / "templateflow"),
                TEMPLATEFLOW_AUTOUPDATE="0", NIPYPE_NO_ET="1")  # fmt: skip
     out = root / "out"
-    command = [sys.executable, "-m", "bids_ketamine_fc.cli.run", str(root / "bids"), str(out),
-               level, "-w", str(root / "work"), *extra]  # fmt: skip
+    command = [sys.executable, "-m", "bids_ketamine_fc.cli.run", str(bids or root / "bids"),
+               str(out), level, "-w", str(root / "work"), *extra]  # fmt: skip
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     return out
@@ -137,13 +138,18 @@ def test_mni152nlin6asym_las_grid(tmp_path):
 @pytest.fixture(scope="module")
 def group_run(demo_run):
     root, out = demo_run
+    # the group level needs OUTPUT_DIR and the phenotype only: a raw dataset without fMRIPrep
+    raw = root / "raw"
+    shutil.copytree(root / "bids", raw, ignore=shutil.ignore_patterns("derivatives", "sub-*"))
+    assert not list(raw.rglob("*.nii*"))
     options = ("--n-permutations", "200", "--random-seed", "2", "--ica-components", "5")
-    assert run_level(root, "group", *options) == out
+    assert run_level(root, "group", *options, bids=raw) == out
     return root, out
 
 
 def test_group_level_after_the_participant_level(group_run):
     root, out = group_run
+    assert json.loads((out / "logs" / "config-group.json").read_text())["fmriprep_dir"] is None
     group = out / "group"
     subjects = pd.read_csv(group / "subjects.tsv", sep="\t")
     truth = pd.read_csv(root / "ground_truth.tsv", sep="\t")

@@ -23,7 +23,9 @@ def build_settings(opts) -> Settings:
     """
     from bids_ketamine_fc.utils.bids import check_output_dir, clean_labels, resolve_input_dirs
 
-    bids_dir, fmriprep_dir = resolve_input_dirs(opts.bids_dir, opts.fmriprep_dir)
+    # the group level reads OUTPUT_DIR and the phenotype only, never fMRIPrep's outputs
+    participant = opts.analysis_level == "participant"
+    bids_dir, fmriprep_dir = resolve_input_dirs(opts.bids_dir, opts.fmriprep_dir, participant)
     output_dir = check_output_dir(opts.output_dir, bids_dir, fmriprep_dir)
     work_dir = (opts.work_dir or output_dir.parent / "work").absolute()
     if work_dir == output_dir or output_dir in work_dir.parents:

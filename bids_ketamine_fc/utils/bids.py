@@ -109,12 +109,24 @@ def _is_derivative(description: dict) -> bool:
     return description.get("DatasetType") == "derivative"
 
 
-def resolve_input_dirs(bids_dir: Path, fmriprep_dir: Path | None) -> tuple[Path, Path]:
+def resolve_input_dirs(
+    bids_dir: Path, fmriprep_dir: Path | None, required: bool = True
+) -> tuple[Path, Path | None]:
     """Check BIDS_DIR and find the fMRIPrep derivatives.
+
+    Parameters
+    ----------
+    bids_dir : Path
+    fmriprep_dir : Path or None
+        ``--fmriprep-dir``; None looks in ``BIDS_DIR/derivatives/fmriprep`` (or BIDS_DIR itself).
+    required : bool
+        Refuse a missing fMRIPrep folder (the participant level); the group level never reads
+        it and gets None.
 
     Returns
     -------
-    (bids_dir, fmriprep_dir) : tuple of Path, absolute.
+    (bids_dir, fmriprep_dir) : tuple of Path, absolute (fmriprep_dir None when absent and not
+        required).
     """
     bids_dir = Path(bids_dir).absolute()
     if not bids_dir.is_dir():
@@ -132,6 +144,8 @@ def resolve_input_dirs(bids_dir: Path, fmriprep_dir: Path | None) -> tuple[Path,
             bids_dir if _is_derivative(description) else bids_dir / "derivatives" / "fmriprep"
         )
     fmriprep_dir = Path(fmriprep_dir).absolute()
+    if not fmriprep_dir.is_dir() and not required:
+        return bids_dir, None
     if not fmriprep_dir.is_dir():
         raise MissingInputError(
             f"no fMRIPrep derivatives at {fmriprep_dir}: run fMRIPrep first or pass --fmriprep-dir"
@@ -139,13 +153,13 @@ def resolve_input_dirs(bids_dir: Path, fmriprep_dir: Path | None) -> tuple[Path,
     return bids_dir, fmriprep_dir
 
 
-def check_output_dir(output_dir: Path, bids_dir: Path, fmriprep_dir: Path) -> Path:
+def check_output_dir(output_dir: Path, bids_dir: Path, fmriprep_dir: Path | None) -> Path:
     """Refuse an OUTPUT_DIR that is, or lies inside, an input dataset.
 
     ``BIDS_DIR/derivatives/<name>`` is allowed: BIDS puts derivatives there.
     """
     output_dir = Path(output_dir).absolute()
-    for source in {bids_dir, fmriprep_dir}:
+    for source in {bids_dir, fmriprep_dir} - {None}:
         inside = output_dir == source or source in output_dir.parents
         allowed = (
             source == bids_dir != fmriprep_dir and (bids_dir / "derivatives") in output_dir.parents
