@@ -21,23 +21,11 @@ ENV PIP_NO_CACHE_DIR=1 \
     TEMPLATEFLOW_HOME=/opt/templateflow
 RUN python -m venv /opt/tf-client \
     && /opt/tf-client/bin/pip install "templateflow==${TEMPLATEFLOW_VERSION}"
-# Exactly the files bids_ketamine_fc reads, for MNI152NLin2009cAsym and MNI152NLin6Asym: the res-02
-# brain mask, the Harvard-Oxford subcortical (HOSPA) and cortical (HOCPA) th25 label images, the
-# Schaefer 2018 200-parcel 7-network labels (ICA network matching), and their label tables where
-# TemplateFlow has them. The build fails if any file is missing or is not real content.
-RUN /opt/tf-client/bin/python -c "from templateflow import api; \
-tpls = ('MNI152NLin2009cAsym', 'MNI152NLin6Asym'); \
-img = dict(resolution=2, suffix='dseg', extension='.nii.gz'); \
-tsv = dict(suffix='dseg', extension='.tsv'); \
-queries = [dict(resolution=2, desc='brain', suffix='mask', extension='.nii.gz'), \
-    dict(img, atlas='HOSPA', desc='th25'), dict(img, atlas='HOCPA', desc='th25'), \
-    dict(img, atlas='Schaefer2018', desc='200Parcels7Networks'), \
-    dict(tsv, atlas='HOSPA'), dict(tsv, atlas='HOCPA'), \
-    dict(tsv, atlas='Schaefer2018', desc='200Parcels7Networks')]; \
-got = [api.get(t, **q) for t in tpls for q in queries if api.ls(t, **q)]; \
-bad = [str(p) for p in got if p.stat().st_size < 100]; \
-assert len(got) == 12 and not bad, (got, bad); \
-print(*got, sep='\n')" \
+# Exactly the files bids_ketamine_fc reads, listed once in bids_ketamine_fc/templateflow_files.py
+# (which imports only templateflow, so this layer is rebuilt only when that list changes). The build
+# fails if any file is missing or is not real content.
+COPY bids_ketamine_fc/templateflow_files.py /opt/tf-client/
+RUN /opt/tf-client/bin/python /opt/tf-client/templateflow_files.py \
     && chmod -R a+rX /opt/templateflow
 
 FROM ${BASE_IMAGE} AS build

@@ -72,7 +72,8 @@ def get_template_file(space: str, resolution: int | None, **entities) -> Path:
         state = "is a zero-byte placeholder" if order else "is missing"
         raise MissingInputError(
             f"TemplateFlow file {wanted} {state} in TEMPLATEFLOW_HOME={conf.TF_HOME} and "
-            "will not be downloaded; set TEMPLATEFLOW_HOME to a folder holding it."
+            f"will not be downloaded at run time: {_how_to_get(space, resolution, entities)}, or set "
+            "TEMPLATEFLOW_HOME to a folder holding it."
         )
     chosen = usable[0]
     if order and chosen != order[0]:
@@ -173,6 +174,17 @@ def _resolution_distance(res: int | None, wanted: int | None) -> tuple[float, fl
     if wanted is None:
         return (1.0, float(res))
     return (abs(res - wanted), float(res))
+
+
+def _how_to_get(space: str, resolution: int | None, entities: dict) -> str:
+    """Say how to download a file: the fetch command when it lists the file, else api.get."""
+    from bids_ketamine_fc.templateflow_files import FETCH_COMMAND, covers
+
+    if covers(space, entities):
+        return f"run {FETCH_COMMAND} (with internet access) to download the files the app reads"
+    query = {"resolution": resolution, **entities} if resolution is not None else entities
+    args = ", ".join([repr(space)] + [f"{key}={value!r}" for key, value in query.items()])
+    return f'download it with python -c "from templateflow import api; api.get({args})"'
 
 
 def _describe(entities: dict) -> str:

@@ -142,13 +142,13 @@ def test_dockerfile_is_a_bids_app_image():
     assert "/opt/templateflow" in final and "COPY --from=templateflow" in final
 
 
-def test_dockerfile_fetches_the_documented_templateflow_files(tmp_path):
-    """Run the Dockerfile's TemplateFlow step offline: downloads replaced, queries checked."""
-    code = re.search(r'RUN \S+python -c "([^"]*)"', _dockerfile()).group(1)
+def _run_fetch_script(tmp_path, *args) -> subprocess.CompletedProcess:
+    """Run ``templateflow_files.py`` as the image build does, its downloads replaced."""
     wrapper = tmp_path / "fake_get.py"
     wrapper.write_text(
         textwrap.dedent(
             """\
+            import runpy
             import sys
             from pathlib import Path
             from templateflow import api
@@ -160,25 +160,50 @@ def test_dockerfile_fetches_the_documented_templateflow_files(tmp_path):
                 return Path(found[0])
 
             api.get = fake_get
-            exec(compile(sys.argv[1], "Dockerfile", "exec"))
+            sys.argv = sys.argv[1:]
+            runpy.run_path(sys.argv[0], run_name="__main__")
             """
         )
     )
     env = dict(os.environ, TEMPLATEFLOW_HOME=str(tmp_path / "tf"), TEMPLATEFLOW_AUTOUPDATE="0")
-    done = subprocess.run(
-        [sys.executable, str(wrapper), code], capture_output=True, text=True, env=env, timeout=120
+    script = ROOT / "bids_ketamine_fc" / "templateflow_files.py"
+    return subprocess.run(
+        [sys.executable, str(wrapper), str(script), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
-    assert done.returncode == 0, done.stdout + done.stderr
-    fetched = {
+
+
+def _tpl_names(stdout: str) -> set[str]:
+    return {
         f"{Path(line).parent.name}/{Path(line).name}"
-        for line in done.stdout.splitlines()
+        for line in stdout.splitlines()
         if "/tpl-" in line
     }
+
+
+def test_image_and_pip_users_fetch_the_documented_templateflow_files(tmp_path):
+    """The image build and pip users run one list; offline here, downloads replaced."""
+    text = _dockerfile()
+    stage = re.split(r"^FROM ", text, flags=re.M)[1]
+    assert stage.startswith("${BASE_IMAGE} AS templateflow")
+    assert re.search(r"^COPY bids_ketamine_fc/templateflow_files\.py (\S+)/$", stage, re.M)
+    assert re.search(r"^RUN \S+python \S+/templateflow_files\.py", stage, re.M)
+    assert "bids_ketamine_fc-fetch-templateflow" in _console_scripts()
     documented = set(
         re.findall(r"^\s+(tpl-\S+/tpl-\S+)$", (ROOT / "docs/container.rst").read_text(), re.M)
     )
-    assert len(fetched) == 12
-    assert fetched == documented
+    listed = _run_fetch_script(tmp_path, "--list")
+    assert listed.returncode == 0, listed.stderr
+    assert _tpl_names(listed.stdout) == documented
+    images = [Path(line) for line in listed.stdout.splitlines() if line.endswith(".nii.gz")]
+    assert len(images) == 8 and all(p.stat().st_size == 0 for p in images)  # nothing downloaded
+    done = _run_fetch_script(tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert len(_tpl_names(done.stdout)) == 12
+    assert _tpl_names(done.stdout) == documented
 
 
 # --- documentation ---------------------------------------------------------------------------

@@ -46,6 +46,7 @@ def test_placeholder_is_refused_not_downloaded(tf_home):
     assert "tpl-MNI152NLin6Asym_res-02_atlas-HOCPA_desc-th25_dseg.nii.gz" in message
     assert "zero-byte placeholder" in message
     assert "set TEMPLATEFLOW_HOME to a folder holding it" in message
+    assert "run bids_ketamine_fc-fetch-templateflow" in message  # a file the command fetches
     assert "\n" not in message
 
 
@@ -53,6 +54,11 @@ def test_missing_file_is_named(tf_home):
     with pytest.raises(UserInputError, match="is missing") as info:
         get_template_file("MNI152NLin2009cAsym", 2, atlas="Nope", desc="th25", suffix="dseg")
     assert "tpl-MNI152NLin2009cAsym_res-02_atlas-Nope_desc-th25_dseg.nii.gz" in str(info.value)
+    # a file the fetch command does not list: the TemplateFlow call that downloads it
+    assert (
+        "api.get('MNI152NLin2009cAsym', resolution=2, atlas='Nope', desc='th25', suffix='dseg', "
+        "extension='.nii.gz')" in str(info.value)
+    )
     with pytest.raises(UserInputError, match="is missing"):
         get_template_file("NoSuchTemplate", 2, **HOSPA)
 
