@@ -24,3 +24,14 @@ def test_uncompressed_nifti(tmp_path):
     img = nb.Nifti1Image(np.arange(24, dtype=np.int16).reshape(2, 3, 4), np.eye(4))
     save_img(img, tmp_path / "plain.nii")
     assert np.array_equal(np.asanyarray(nb.load(tmp_path / "plain.nii").dataobj), img.dataobj)
+
+
+def test_compressed_nifti_is_the_same_bytes_every_time(tmp_path, monkeypatch):
+    """No time stamp nor (temporary) file name in the gzip header: reruns are byte-identical."""
+    import time
+
+    img = nb.Nifti1Image(np.arange(60, dtype=np.float32).reshape(3, 4, 5), np.eye(4))
+    first = atomic_save_img(img, tmp_path / "first.nii.gz").read_bytes()
+    monkeypatch.setattr(time, "time", lambda: 2e9)  # gzip takes the time stamp from time.time()
+    assert atomic_save_img(img, tmp_path / "second.nii.gz").read_bytes() == first
+    assert first[4:8] == bytes(4) and not first[3] & 0x08  # MTIME 0, no FNAME field
