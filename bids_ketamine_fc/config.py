@@ -54,6 +54,8 @@ class Settings:
     nprocs: int = 1
     omp_nthreads: int = 1
     mem_gb: float | None = None
+    nipype_plugin: str | None = None  # from --use-plugin: wins over MultiProc/Linear
+    plugin_args: dict = field(default_factory=dict)
     verbosity: int = 0
     # group level
     phenotype: Path | None = None

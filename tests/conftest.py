@@ -131,3 +131,18 @@ def tf_home(tmp_path_factory):
         conf._cache.__dict__.pop("layout", None)
         yield home
         conf._cache.__dict__.pop("layout", None)
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """An 8-participant demo and its participant level (MultiProc): ``(root, OUTPUT_DIR)``.
+
+    Tests read it and must not change ``root/bids`` or the participant outputs.
+    """
+    from demo_runs import run_participant
+
+    from bids_ketamine_fc.demo import generate_demo
+
+    root = tmp_path_factory.mktemp("demo")
+    generate_demo(root, n_subjects=8, n_volumes=120, seed=3)
+    return root, run_participant(root)

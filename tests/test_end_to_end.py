@@ -1,7 +1,10 @@
-"""End to end on small generated datasets (the demo generator, fewer subjects): both levels."""
+"""End to end on small generated datasets (the demo generator, fewer subjects): both levels.
+
+``demo_run`` (``conftest.py``) is the participant level of an 8-participant demo, shared with the
+brainlife and Slurm tests.
+"""
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -13,26 +16,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from datasets import STUDY_SEEDS
+from demo_runs import run_level, run_participant
 
 from bids_ketamine_fc.demo import generate_demo
 
 pytestmark = pytest.mark.integration
-
-
-def run_level(root, level, *extra, bids=None):
-    """Run the command line on the demo in ``root`` (TemplateFlow home beside it); return OUTPUT_DIR."""
-    env = dict(os.environ, TEMPLATEFLOW_HOME=str(root / "templateflow"),
-               TEMPLATEFLOW_AUTOUPDATE="0", NIPYPE_NO_ET="1")  # fmt: skip
-    out = root / "out"
-    command = [sys.executable, "-m", "bids_ketamine_fc.cli.run", str(bids or root / "bids"),
-               str(out), level, "-w", str(root / "work"), *extra]  # fmt: skip
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    return out
-
-
-def run_participant(root, space="MNI152NLin2009cAsym", *extra):
-    return run_level(root, "participant", "--nprocs", "2", "--space", space, *extra)
 
 
 def sphere_mean(path, centre, radius=8.0):
@@ -41,13 +29,6 @@ def sphere_mean(path, centre, radius=8.0):
     xyz = nb.affines.apply_affine(img.affine, ijk)
     inside = np.linalg.norm(xyz - centre, axis=1) <= radius
     return float(np.nanmean(np.asarray(img.dataobj).reshape(-1)[inside]))
-
-
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("demo")
-    generate_demo(root, n_subjects=8, n_volumes=120, seed=3)
-    return root, run_participant(root)
 
 
 def test_outputs_named_as_spec_with_sidecars(demo_run):

@@ -1,4 +1,9 @@
-"""How the participant workflow runs: in this process, or on a pool of worker processes.
+"""How the participant workflow runs: here, on a pool of processes, or as ``--use-plugin`` says.
+
+The plugin file is fMRIPrep's and XCP-D's: YAML (or JSON) with ``plugin`` (a nipype plugin name:
+``MultiProc``, ``SLURM``, ``SGE``, ``PBS``, ``LSF``...) and optional ``plugin_args`` (passed to the
+plugin as they are). It always wins over the choice below; ``--nprocs`` and ``--mem-gb`` only fill
+in ``n_procs`` and ``memory_gb`` of the multiprocessing plugins when the file leaves them out.
 
 A workflow with a single run is a chain (the run, then the subject's outputs) that no pool can
 speed up, so it runs in this process (nipype's ``Linear`` plugin), as with ``--nprocs 1``. Several
@@ -14,13 +19,19 @@ from __future__ import annotations
 
 import gc
 from concurrent.futures import FIRST_COMPLETED, wait
+from pathlib import Path
 
 from nipype.pipeline.plugins.multiproc import MultiProcPlugin
 
 from bids_ketamine_fc.config import Settings
+from bids_ketamine_fc.exceptions import MissingInputError, UsageError
 
 #: Longest wait of the scheduling loop for a job to finish, in seconds.
 MAX_WAIT = 2.0
+#: Plugins that run the nodes here or in child processes; others submit to a scheduler.
+LOCAL_PLUGINS = ("Linear", "MultiProc", "LegacyMultiProc", "WaitingMultiProc")
+#: Seconds between two polls of a scheduler's queue (nipype's default; ``squeue``, ``qstat``...).
+SCHEDULER_POLL = 2.0
 
 
 class WaitingMultiProcPlugin(MultiProcPlugin):
@@ -58,7 +69,7 @@ def choose_plugin(settings: Settings, n_runs: int):
     Parameters
     ----------
     settings : Settings
-        ``nprocs`` and ``mem_gb`` are used.
+        ``nipype_plugin`` and ``plugin_args`` (``--use-plugin``), ``nprocs`` and ``mem_gb``.
     n_runs : int
         Runs in the workflow (one ``DenoiseRun`` node each).
 
@@ -67,9 +78,70 @@ def choose_plugin(settings: Settings, n_runs: int):
     plugin : str or nipype plugin
     plugin_args : dict
     """
+    if settings.nipype_plugin is not None:  # --use-plugin: the user's file always wins
+        plugin_args = dict(settings.plugin_args)
+        if settings.nipype_plugin in ("MultiProc", "LegacyMultiProc"):
+            plugin_args.setdefault("n_procs", settings.nprocs)
+            if settings.mem_gb:
+                plugin_args.setdefault("memory_gb", settings.mem_gb)
+        return settings.nipype_plugin, plugin_args
     if settings.nprocs == 1 or n_runs <= 1:
         return "Linear", {}
     plugin_args = {"n_procs": settings.nprocs, "raise_insufficient": False}
     if settings.mem_gb:
         plugin_args["memory_gb"] = settings.mem_gb
     return WaitingMultiProcPlugin(plugin_args=plugin_args), plugin_args
+
+
+def plugin_name(plugin) -> str:
+    """Return a plugin's name as nipype spells it (``"SLURM"``), given its name or an instance."""
+    return plugin if isinstance(plugin, str) else type(plugin).__name__.removesuffix("Plugin")
+
+
+def read_plugin_file(path: Path) -> tuple[str, dict]:
+    """Read a nipype plugin file and check it names a plugin that waits for its jobs.
+
+    Parameters
+    ----------
+    path : Path
+        The ``--use-plugin`` file.
+
+    Returns
+    -------
+    (plugin, plugin_args) : tuple of str and dict
+
+    Raises
+    ------
+    MissingInputError
+        The file cannot be read.
+    UsageError
+        A malformed file, an unknown plugin, or a plugin that submits the graph and
+        exits (``SLURMGraph``, ``SGEGraph``, ``PBSGraph``, ``CondorDAGMan``): the group level and the
+        dataset description need the participant outputs once the run returns.
+    """
+    import yaml
+    from nipype.pipeline import plugins
+    from nipype.pipeline.plugins.base import GraphPluginBase
+
+    option = f"--use-plugin {path}"
+    try:
+        content = yaml.safe_load(Path(path).read_text())
+    except OSError as err:
+        raise MissingInputError(f"{option}: cannot read the file ({err.strerror})") from err
+    except yaml.YAMLError as err:
+        raise UsageError(f"{option} is not valid YAML: {' '.join(str(err).split())}") from err
+    if not isinstance(content, dict) or not isinstance(content.get("plugin"), str):
+        raise UsageError(f"{option}: expected a mapping with 'plugin' (e.g. plugin: SLURM)")
+    name, plugin_args = content["plugin"], content.get("plugin_args") or {}
+    if not isinstance(plugin_args, dict):
+        raise UsageError(f"{option}: 'plugin_args' must be a mapping of plugin arguments")
+    known = sorted(n.removesuffix("Plugin") for n in dir(plugins) if n.endswith("Plugin"))
+    plugin_class = getattr(plugins, f"{name}Plugin", None)
+    if plugin_class is None:
+        raise UsageError(f"{option}: unknown nipype plugin {name!r}; use one of {known}")
+    if issubclass(plugin_class, GraphPluginBase):
+        raise UsageError(
+            f"{option}: plugin {name} submits the jobs and exits without waiting for them; "
+            "use a plugin that waits (SLURM, SGE, PBS, LSF, MultiProc)"
+        )
+    return name, plugin_args

@@ -239,6 +239,16 @@ def _add_resources(parser: argparse.ArgumentParser) -> None:
         help="memory limit for the scheduler (GB)",
     )
     g.add_argument(
+        "--use-plugin",
+        "--nipype-plugin-file",
+        dest="use_plugin",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="nipype plugin file, as fMRIPrep's: YAML with 'plugin' (e.g. SLURM, SGE, MultiProc) "
+        "and 'plugin_args'; it wins over --nprocs (default: MultiProc with --nprocs processes)",
+    )
+    g.add_argument(
         "-v",
         "--verbose",
         dest="verbosity",

@@ -94,7 +94,12 @@ def run_participant(settings: Settings, runs: list, clock: StageClock | None = N
     int
         0 when at least one run was usable.
     """
-    from bids_ketamine_fc.cli.execution import choose_plugin
+    from bids_ketamine_fc.cli.execution import (
+        LOCAL_PLUGINS,
+        SCHEDULER_POLL,
+        choose_plugin,
+        plugin_name,
+    )
     from bids_ketamine_fc.utils.bids import write_dataset_description
     from bids_ketamine_fc.workflows.base import init_bids_ketamine_fc_wf
 
@@ -102,6 +107,7 @@ def run_participant(settings: Settings, runs: list, clock: StageClock | None = N
     settings.work_dir.mkdir(parents=True, exist_ok=True)
     workflow = init_bids_ketamine_fc_wf(settings, runs)
     crash_dir = settings.work_dir / "crashes"
+    plugin, plugin_args = choose_plugin(settings, len(runs))
     workflow.config["execution"].update(
         {
             "crashdump_dir": str(crash_dir),
@@ -111,10 +117,16 @@ def run_participant(settings: Settings, runs: list, clock: StageClock | None = N
             "remove_unnecessary_outputs": False,
         }
     )
+    if plugin_name(plugin) not in LOCAL_PLUGINS:  # a scheduler's queue is polled at nipype's pace
+        workflow.config["execution"]["poll_sleep_duration"] = SCHEDULER_POLL
     workflow.config["monitoring"] = {"enabled": False}
     _quiet_nipype(settings.verbosity)
-    plugin, plugin_args = choose_plugin(settings, len(runs))
-    LOGGER.info("Running %d runs of %d participants", len(runs), len({r.subject for r in runs}))
+    LOGGER.info(
+        "Running %d runs of %d participants with nipype's %s plugin",
+        len(runs),
+        len({r.subject for r in runs}),
+        plugin_name(plugin),
+    )
     clock.lap("workflow")
     try:
         graph = workflow.run(plugin=plugin, plugin_args=plugin_args)

@@ -21,6 +21,7 @@ def build_settings(opts) -> Settings:
     UserInputError
         For a missing or non-BIDS input, an OUTPUT_DIR inside an input dataset, or a bad label.
     """
+    from bids_ketamine_fc.cli.execution import read_plugin_file
     from bids_ketamine_fc.utils.bids import check_output_dir, clean_labels, resolve_input_dirs
 
     # the group level reads OUTPUT_DIR and the phenotype only, never fMRIPrep's outputs
@@ -30,6 +31,7 @@ def build_settings(opts) -> Settings:
     work_dir = (opts.work_dir or output_dir.parent / "work").absolute()
     if work_dir == output_dir or output_dir in work_dir.parents:
         raise UsageError(f"-w/--work-dir {work_dir} is inside OUTPUT_DIR: put it elsewhere")
+    plugin, plugin_args = read_plugin_file(opts.use_plugin) if opts.use_plugin else (None, {})
     return Settings(
         bids_dir=bids_dir,
         output_dir=output_dir,
@@ -51,6 +53,8 @@ def build_settings(opts) -> Settings:
         nprocs=opts.nprocs,
         omp_nthreads=opts.omp_nthreads,
         mem_gb=opts.mem_gb,
+        nipype_plugin=plugin,
+        plugin_args=plugin_args,
         verbosity=opts.verbosity,
         phenotype=opts.phenotype.absolute() if opts.phenotype else None,
         pain_pre=opts.pain_pre,
