@@ -115,3 +115,19 @@ _CANNOT_CREATE = {
 def os_error_code(err: OSError) -> ExitCode:
     """Exit status of an operating-system error: cannot create (73) or I/O error (74)."""
     return ExitCode.CANNOT_CREATE if err.errno in _CANNOT_CREATE else ExitCode.IO_ERROR
+
+
+class Interrupted(KeyboardInterrupt):  # noqa: N818 (a KeyboardInterrupt, named like it)
+    """``SIGINT`` or ``SIGTERM`` arrived: stop, keep what is complete, exit 130 or 143."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        self.signum = int(signum)
+        self.name = signal.Signals(self.signum).name
+        super().__init__(self.name)
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """130 for ``SIGINT``, 143 for ``SIGTERM`` (128 + the signal, as a shell reports it)."""
+        return ExitCode.INTERRUPTED if self.name == "SIGINT" else ExitCode.TERMINATED

@@ -245,3 +245,25 @@ def sphere_voxels(centre, radius: float, affine: np.ndarray, shape) -> tuple[np.
     voxels = np.zeros(tuple(shape), dtype=bool)
     voxels[tuple(in_grid.T)] = True
     return voxels, len(inside)
+
+
+def atlas_entities(space: str) -> dict[str, set]:
+    """Return the ``atlas-`` values of ``space``'s label images, with their ``desc-`` values.
+
+    Placeholders count (they say what TemplateFlow has); nothing is downloaded.
+
+    Returns
+    -------
+    dict
+        ``{atlas: {desc, ...}}``, ``None`` standing for files without ``desc-``.
+    """
+    from templateflow import api
+
+    found: dict[str, set] = {}
+    for path in api.ls(space, suffix="dseg", extension=".nii.gz"):
+        entities = dict(
+            part.split("-", 1) for part in Path(path).name.split("_") if part.count("-") == 1
+        )
+        if "atlas" in entities:
+            found.setdefault(entities["atlas"], set()).add(entities.get("desc"))
+    return found

@@ -30,10 +30,11 @@ def assert_user_error(code, err, *words, out=None, status=None):
     if status is not None:
         assert code == status, (code, err)
     lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, err
+    assert lines[-1].startswith("bids_ketamine_fc: error: "), err
+    assert all(" WARNING " in line for line in lines[:-1]), err  # only warnings before
     assert "Traceback" not in err
     for word in words:
-        assert word in lines[0], lines[0]
+        assert word in lines[-1], lines[-1]
     if out is not None:
         assert not list(out.glob("sub-*")) and not (out / "dataset_description.json").exists()
 

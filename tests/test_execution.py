@@ -26,7 +26,12 @@ def test_several_runs_go_to_the_waiting_pool(tmp_path):
     plugin, args = choose_plugin(_settings(tmp_path, nprocs=3, mem_gb=7.5), 2)
     try:
         assert isinstance(plugin, WaitingMultiProcPlugin)
-        assert args == {"n_procs": 3, "raise_insufficient": False, "memory_gb": 7.5}
+        assert args == {
+            "n_procs": 3,
+            "raise_insufficient": False,
+            "scheduler": "mem_thread",  # small jobs first: a finished participant's outputs
+            "memory_gb": 7.5,
+        }
         assert (plugin.processors, plugin.memory_gb) == (3, 7.5)
     finally:
         plugin.pool.shutdown()

@@ -259,6 +259,34 @@ def test_atlas_label_absent_or_out_of_view(tf_home):
         resolve_seeds([missing], mask_img, SPACES[1])
 
 
+def test_atlas_typo_is_named_with_the_atlases_there(tf_home):
+    affine, shape = _grid("RAS")
+    mask_img = _ellipsoid_mask(affine, shape)
+    typo = Seed("NAccL", "atlas", atlas="HOSPAA", desc="th25", label=11)
+    with pytest.raises(UserInputError) as info:
+        resolve_seeds([typo], mask_img, SPACES[0])
+    message = str(info.value)
+    assert "no atlas 'HOSPAA'" in message and "did you mean 'HOSPA'?" in message
+    assert "Schaefer2018" in message and "TemplateFlow file" not in message  # not a missing file
+    desc = Seed("NAccL", "atlas", atlas="HOSPA", desc="th2", label=11)
+    with pytest.raises(UserInputError, match=r"has no desc 'th2' \(did you mean 'th25'\?\)"):
+        resolve_seeds([desc], mask_img, SPACES[0])
+
+
+def test_all_seeds_outside_the_mask_are_named_in_one_line():
+    affine, shape = _grid("RAS")
+    mask_img = _ellipsoid_mask(affine, shape)
+    far = [
+        Seed(n, "sphere", centre=(0.0, 0.0, z), radius=6.0) for n, z in (("Up", 300), ("Dn", -300))
+    ]
+    inside = Seed("In", "sphere", centre=(0.0, 0.0, 0.0), radius=6.0)
+    with pytest.raises(UserInputError) as info:
+        resolve_seeds([far[0], inside, far[1]], mask_img, SPACES[0])
+    message = str(info.value)
+    assert "Seeds 'Up' has 0% of its" in message and "'Dn' has 0% of its" in message
+    assert "'In'" not in message and "\n" not in message
+
+
 def _malformed_cases():
     ok = {"name": "ok", "center": [0, 0, 0], "radius": 5}
     return [
@@ -273,7 +301,15 @@ def _malformed_cases():
         ([{"name": "a", "center": [1, 2, 3], "radius": "10"}], "'radius' must hold finite"),
         ([{"name": "a", "center": [1, "x", 3], "radius": 4}], "'center' must hold finite"),
         ([{"name": "a", "center": 3, "radius": 4}], "'center' must be a list"),
-        ([{"name": "a", "center": [1, 2, 3], "radious": 4}], "unknown keys ['radious']"),
+        (
+            [{"name": "a", "center": [1, 2, 3], "radious": 4}],
+            "unknown key 'radious' (did you mean 'radius'?)",
+        ),
+        (  # a typo of the key that tells the kind is named as such, not as a missing kind
+            [{"name": "a", "centr": [1, 2, 3], "radius": 4}],
+            "unknown key 'centr' (did you mean 'center'?)",
+        ),
+        ([{"name": "a", "mask": "m.nii.gz", "radius": 4}], "unknown keys ['radius'] for a mask"),
         ([{"name": "a", "center": [1, 2, 3], "atlas": "HOSPA"}], "give exactly one of"),
         ([{"name": "a"}], "give exactly one of"),
         ([{"name": "a", "atlas": "HOSPA"}], "needs the 'label'"),

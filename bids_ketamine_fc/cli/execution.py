@@ -63,7 +63,7 @@ class WaitingMultiProcPlugin(MultiProcPlugin):
             return None
 
 
-def choose_plugin(settings: Settings, n_runs: int):
+def choose_plugin(settings: Settings, n_runs: int, status_callback=None):
     """Return the nipype plugin (name or instance) and its arguments for ``n_runs`` runs.
 
     Parameters
@@ -72,22 +72,32 @@ def choose_plugin(settings: Settings, n_runs: int):
         ``nipype_plugin`` and ``plugin_args`` (``--use-plugin``), ``nprocs`` and ``mem_gb``.
     n_runs : int
         Runs in the workflow (one ``DenoiseRun`` node each).
+    status_callback : callable, optional
+        nipype's ``status_callback`` (:class:`~bids_ketamine_fc.cli.status.ParticipantStatus`).
 
     Returns
     -------
     plugin : str or nipype plugin
     plugin_args : dict
     """
+    callback = {"status_callback": status_callback} if status_callback is not None else {}
     if settings.nipype_plugin is not None:  # --use-plugin: the user's file always wins
-        plugin_args = dict(settings.plugin_args)
+        plugin_args = {**dict(settings.plugin_args), **callback}
         if settings.nipype_plugin in ("MultiProc", "LegacyMultiProc"):
             plugin_args.setdefault("n_procs", settings.nprocs)
             if settings.mem_gb:
                 plugin_args.setdefault("memory_gb", settings.mem_gb)
         return settings.nipype_plugin, plugin_args
     if settings.nprocs == 1 or n_runs <= 1:
-        return "Linear", {}
-    plugin_args = {"n_procs": settings.nprocs, "raise_insufficient": False}
+        return "Linear", callback
+    # "mem_thread" starts the small jobs first: a participant's outputs step outranks the next
+    # participant's runs, so finished participants reach OUTPUT_DIR early (and on Ctrl-C).
+    plugin_args = {
+        "n_procs": settings.nprocs,
+        "raise_insufficient": False,
+        "scheduler": "mem_thread",
+        **callback,
+    }
     if settings.mem_gb:
         plugin_args["memory_gb"] = settings.mem_gb
     return WaitingMultiProcPlugin(plugin_args=plugin_args), plugin_args

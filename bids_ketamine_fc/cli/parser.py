@@ -7,6 +7,7 @@ Building the parser has no side effects: no network, no TemplateFlow, no file sy
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -30,17 +31,31 @@ class _ArgumentParser(argparse.ArgumentParser):
         self.exit(int(code), f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _positive_float(value: str) -> float:
+def _finite_float(value: str) -> float:
     number = float(value)
+    if not math.isfinite(number):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {value}")
+    return number
+
+
+def _positive_float(value: str) -> float:
+    number = _finite_float(value)
     if number < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return number
 
 
 def _probability(value: str) -> float:
-    number = float(value)
+    number = _finite_float(value)
     if not 0 < number < 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {value}")
+    return number
+
+
+def _non_negative_int(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
     return number
 
 
@@ -175,7 +190,7 @@ def _add_denoising(parser: argparse.ArgumentParser) -> None:
         "--dummy-scans",
         "--dummy_scans",
         dest="dummy_scans",
-        type=int,
+        type=_non_negative_int,
         default=None,
         help="initial volumes to drop (default: fMRIPrep's non-steady-state outliers)",
     )
@@ -196,7 +211,7 @@ def _add_denoising(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--reduced-dims",
         dest="reduced_dims",
-        type=int,
+        type=_non_negative_int,
         default=50,
         help="temporal dimensions of the denoised data kept for group ICA "
         "(desc-reduced_bold; 0 writes none)",
@@ -212,7 +227,8 @@ def _add_resources(parser: argparse.ArgumentParser) -> None:
         dest="work_dir",
         type=Path,
         default=None,
-        help="working directory (resumable; default: OUTPUT_DIR/../work)",
+        help="working directory, resumable (default: a folder in the system's temporary "
+        "folder named after OUTPUT_DIR, printed at the start)",
     )
     g.add_argument(
         "--nprocs",
@@ -277,7 +293,7 @@ def _add_group_design(g) -> None:
     g.add_argument(
         "--responder-threshold",
         dest="responder_threshold",
-        type=float,
+        type=_finite_float,
         default=0.5,
         help="responder when (pre - post) / pre >= this",
     )

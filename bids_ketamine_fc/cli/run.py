@@ -1,4 +1,9 @@
-"""``bids_ketamine_fc`` entry point: check the inputs, then run the participant or group level."""
+"""``bids_ketamine_fc`` entry point: check the inputs, then run the participant or group level.
+
+Every way a run can end goes through :func:`main`: success, a user error (one line on standard
+error, the status of its class), an interruption (one line, 130 or 143), an operating-system error
+on a file (one line, 66, 73 or 74) or a crash (one line; the traceback in the log file only).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,15 @@ import os
 import sys
 from pathlib import Path
 
+from bids_ketamine_fc.cli.logs import Logs
 from bids_ketamine_fc.config import Settings
-from bids_ketamine_fc.exceptions import UsageError, UserInputError
+from bids_ketamine_fc.exceptions import (
+    ExitCode,
+    Interrupted,
+    UsageError,
+    UserInputError,
+    os_error_code,
+)
 
 LOGGER = logging.getLogger("bids_ketamine_fc")
 
@@ -28,9 +40,12 @@ def build_settings(opts) -> Settings:
     participant = opts.analysis_level == "participant"
     bids_dir, fmriprep_dir = resolve_input_dirs(opts.bids_dir, opts.fmriprep_dir, participant)
     output_dir = check_output_dir(opts.output_dir, bids_dir, fmriprep_dir)
-    work_dir = (opts.work_dir or output_dir.parent / "work").absolute()
-    if work_dir == output_dir or output_dir in work_dir.parents:
-        raise UsageError(f"-w/--work-dir {work_dir} is inside OUTPUT_DIR: put it elsewhere")
+    from bids_ketamine_fc.cli.checks import default_work_dir
+
+    work_dir = Path(opts.work_dir or default_work_dir(output_dir)).absolute()
+    for folder, name in ((output_dir, "OUTPUT_DIR"), (fmriprep_dir, "the fMRIPrep derivatives")):
+        if folder is not None and (work_dir == folder or folder in work_dir.parents):
+            raise UsageError(f"-w/--work-dir {work_dir} is inside {name}: put it elsewhere")
     plugin, plugin_args = read_plugin_file(opts.use_plugin) if opts.use_plugin else (None, {})
     return Settings(
         bids_dir=bids_dir,
@@ -80,64 +95,104 @@ def _absolute_if_file(value: str) -> str:
     return str(path.absolute()) if path.suffix and path.exists() else value
 
 
-def setup_logging(settings: Settings, log_file: Path) -> None:
-    """Log to stderr (INFO, or DEBUG with -vv) and in full to ``log_file``."""
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    level = logging.DEBUG if settings.verbosity > 1 else logging.INFO
-    LOGGER.setLevel(logging.DEBUG)
-    LOGGER.handlers.clear()
-    console = logging.StreamHandler(sys.stderr)
-    console.setLevel(level if settings.verbosity else logging.WARNING)
-    console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
-    # A user error is printed once, as the final line, by main(); the log file keeps it too.
-    console.addFilter(lambda record: not getattr(record, "user_error", False))
-    to_file = logging.FileHandler(log_file)
-    to_file.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-    LOGGER.addHandler(console)
-    LOGGER.addHandler(to_file)
+def check_output_folders(settings: Settings) -> None:
+    """Refuse, before any work, an OUTPUT_DIR (or work folder) that cannot be written.
+
+    Raises
+    ------
+    OutputError
+        A file stands where the folder should be, or nothing can be written there.
+    """
+    from bids_ketamine_fc.cli.checks import check_writable
+
+    folders = [(settings.output_dir, "OUTPUT_DIR"), (settings.output_dir / "logs", "OUTPUT_DIR")]
+    if settings.analysis_level == "participant":
+        folders.append((settings.work_dir, "-w/--work-dir"))
+    else:
+        folders.append((settings.output_dir / "group", "OUTPUT_DIR"))
+    for folder, what in folders:
+        check_writable(folder, what)
 
 
-def start_outputs(settings: Settings) -> None:
-    """Start logging into ``OUTPUT_DIR/logs`` and record the settings there."""
-    logs = settings.output_dir / "logs"
-    setup_logging(settings, logs / f"{settings.analysis_level}.log")
-    settings.write(logs / f"config-{settings.analysis_level}.json")
+def start_outputs(settings: Settings, logs: Logs) -> None:
+    """Log into ``OUTPUT_DIR/logs`` (with what was logged so far) and record the settings there."""
+    logs.open_file(settings.output_dir / "logs" / f"{settings.analysis_level}.log")
+    settings.write(settings.output_dir / "logs" / f"config-{settings.analysis_level}.json")
+
+
+def _run_level(settings: Settings, logs: Logs) -> int:
+    from bids_ketamine_fc.cli.checks import check_options
+
+    check_options(settings)
+    check_output_folders(settings)
+    if settings.analysis_level == "participant":
+        from bids_ketamine_fc.cli.participant import all_failed, preflight, run_participant
+        from bids_ketamine_fc.utils.timing import StageClock
+
+        clock = StageClock()
+        failures = []
+        runs = preflight(settings, failures)  # every check that needs no output comes first
+        if not runs:
+            raise all_failed(failures)
+        clock.lap("preflight")
+        start_outputs(settings, logs)
+        return run_participant(settings, runs, failures, clock)
+    from bids_ketamine_fc.cli.group import run_group
+
+    start_outputs(settings, logs)
+    return run_group(settings)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``bids_ketamine_fc``; return the exit status."""
+    """Run ``bids_ketamine_fc``; return the exit status (``docs/usage.rst`` lists them)."""
     os.environ.setdefault("NIPYPE_NO_ET", "1")
+    from bids_ketamine_fc.cli import interrupt
     from bids_ketamine_fc.cli.parser import get_parser
 
     opts = get_parser().parse_args(argv)
+    logs = Logs(opts.verbosity)
+    settings = None
     try:
-        settings = build_settings(opts)
-        if settings.analysis_level == "participant":
-            from bids_ketamine_fc.cli.participant import preflight, run_participant
-            from bids_ketamine_fc.utils.timing import StageClock
-
-            clock = StageClock()
-            runs = preflight(settings)  # every check that needs no output comes first
-            clock.lap("preflight")
-            start_outputs(settings)
-            return run_participant(settings, runs, clock)
-        from bids_ketamine_fc.cli.group import run_group
-
-        start_outputs(settings)
-        return run_group(settings)
+        with interrupt.guard():
+            settings = build_settings(opts)
+            return _run_level(settings, logs)
     except UserInputError as err:
-        message = " ".join(str(err).split())
-        if LOGGER.handlers:  # the log file exists only once outputs have started
-            LOGGER.error(message, extra={"user_error": True})
-        print(f"bids_ketamine_fc: error: {message}", file=sys.stderr)
-        return int(err.exit_code)
-    except Exception:
-        LOGGER.exception("bids_ketamine_fc crashed")
-        raise
+        return _fail(str(err), err.exit_code)
+    except Interrupted as err:
+        detail = getattr(err, "detail", None) or "run the same command again to resume"
+        return _fail(f"interrupted by {err.name}: {detail}", err.exit_code)
+    except OSError as err:
+        LOGGER.debug("Operating-system error", exc_info=True, extra={"console": False})
+        return _fail(*_describe_os_error(err, settings))
+    except Exception as err:
+        path = logs.crash_file()
+        LOGGER.error("bids_ketamine_fc crashed", exc_info=True, extra={"console": False})
+        message = f"crashed ({type(err).__name__}: {err}); the traceback is in {path}"
+        return _fail(f"{message}; please report it", ExitCode.CRASH)
     finally:
-        for handler in list(LOGGER.handlers):
-            handler.close()
-            LOGGER.removeHandler(handler)
+        logs.close()
+
+
+def _fail(message: str, code: int) -> int:
+    """Print the one line of a failed run (and log it); return its status."""
+    message = " ".join(str(message).split())
+    LOGGER.error(message, extra={"console": False})
+    print(f"bids_ketamine_fc: error: {message}", file=sys.stderr)
+    return int(code)
+
+
+def _describe_os_error(err: OSError, settings: Settings | None) -> tuple[str, ExitCode]:
+    """One line and a status for an operating-system error on a file (disk full, permission...)."""
+    name = err.filename or "a file"
+    reason = err.strerror or str(err)
+    ours = settings is not None and any(
+        Path(str(name)).absolute().is_relative_to(folder)
+        for folder in (settings.output_dir, settings.work_dir)
+    )
+    if ours or settings is None:
+        return f"cannot write {name}: {reason}; free space or fix permissions", os_error_code(err)
+    code = ExitCode.IO_ERROR if os_error_code(err) == ExitCode.IO_ERROR else ExitCode.NO_INPUT
+    return f"cannot read {name}: {reason}; check the file and its permissions", code
 
 
 if __name__ == "__main__":

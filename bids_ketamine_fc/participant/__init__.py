@@ -5,7 +5,8 @@ In the order the method runs:
 - :mod:`.strategy`: denoising strategies (the presets in ``data/denoise/*.yml``, or a user file);
 - :mod:`.confounds`: the regressors of a run from fMRIPrep's confounds table, and the outliers;
 - :mod:`.denoising`: every temporal step (regression, band-pass, censoring) as one operator;
-- :mod:`.seeds`: seed sets (``data/seeds/*.json``) and their voxels on the run's grid;
+- :mod:`.seed_file`: seed sets (``data/seeds/*.json`` or a user's file), checked entry by entry;
+- :mod:`.seeds`: the seeds' voxels on the run's grid;
 - :mod:`.connectivity`: reading the run, smoothing, seed-to-voxel r and Fisher z, runs combined;
 - :mod:`.run`: :func:`~.run.process_run`, all of the above for one run;
 - :mod:`.outputs`: the run's files installed in OUTPUT_DIR and the subject-level maps.

@@ -15,7 +15,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nb
 import numpy as np
 from nibabel.openers import ImageOpener
 
@@ -25,6 +24,7 @@ from bids_ketamine_fc.participant.denoising import (
     gaussian_sigma_vox,
     smooth_in_mask,
 )
+from bids_ketamine_fc.utils.io import load_nifti, read_failure
 
 # Largest |r| kept before the Fisher transform, so a seed voxel correlating with itself stays finite.
 R_MAX = 1.0 - 1e-7
@@ -83,7 +83,17 @@ def read_brain_series(bold_file: Path, mask: np.ndarray, n_dummy: int = 0) -> Br
     -------
     BrainSeries
     """
-    img = nb.load(bold_file)
+    fix = "re-run fMRIPrep for this run or restore the file"
+    img = load_nifti(bold_file, "BOLD run", fix)
+    try:
+        return _read_series(img, mask, n_dummy, bold_file)
+    except (UserInputError, MemoryError):
+        raise
+    except Exception as err:  # truncated or corrupt data (gzip, ISA-L and numpy raise many types)
+        raise read_failure(bold_file, "BOLD run", err, fix) from err
+
+
+def _read_series(img, mask: np.ndarray, n_dummy: int, bold_file: Path) -> BrainSeries:
     proxy = img.dataobj
     shape = img.shape
     n_vox_grid = int(np.prod(shape[:3]))
@@ -102,6 +112,8 @@ def read_brain_series(bold_file: Path, mask: np.ndarray, n_dummy: int = 0) -> Br
         for start in range(0, n_volumes, chunk):
             stop = min(start + chunk, n_volumes)
             raw = fobj.read((stop - start) * volume_bytes)
+            if len(raw) != (stop - start) * volume_bytes:
+                raise EOFError(f"the data end before volume {n_dummy + stop} of {shape[3]}")
             block = np.frombuffer(raw, dtype=dtype).reshape(stop - start, n_vox_grid)
             part = out[start:stop]
             part[:] = block[:, index]

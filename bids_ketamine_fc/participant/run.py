@@ -77,6 +77,30 @@ def prepare_confounds(confounds_file: Path, strategy: Strategy, dummy_scans: int
     )
 
 
+def check_motion(regressors: np.ndarray, names: list[str], source: Path) -> list[str]:
+    """Warn when the strategy's motion regressors are all zero (was motion estimated at all?).
+
+    Returns
+    -------
+    list of str
+        The all-zero motion columns (empty when none).
+    """
+    zero = [
+        name
+        for column, name in enumerate(names)
+        if name.startswith(("trans_", "rot_")) and not np.any(regressors[:, column])
+    ]
+    if zero:
+        shown = ", ".join(zero[:4]) + (f" and {len(zero) - 4} more" if len(zero) > 4 else "")
+        LOGGER.warning(
+            "%s: motion column(s) %s are all zero: was head motion estimated? Their regression "
+            "does nothing; check the fMRIPrep run.",
+            Path(source).name,
+            shown,
+        )
+    return zero
+
+
 def process_run(
     run: dict, strategy: Strategy, options: RunOptions, out_dir: Path, n_threads: int = 1
 ) -> dict:

@@ -176,12 +176,19 @@ def check_output_dir(output_dir: Path, bids_dir: Path, fmriprep_dir: Path | None
 
 def repetition_time(bold: Path) -> float:
     """Return the TR in seconds from the JSON sidecar, else from the NIfTI header."""
+    from bids_ketamine_fc.utils.io import load_nifti
+
     sidecar = Path(str(bold).replace(".nii.gz", ".json").replace(".nii", ".json"))
     if sidecar.exists():
-        tr = json.loads(sidecar.read_text()).get("RepetitionTime")
+        try:
+            tr = json.loads(sidecar.read_text()).get("RepetitionTime")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
+            raise UserInputError(
+                f"{sidecar}: not a JSON object ({err}); restore fMRIPrep's sidecar"
+            ) from err
         if isinstance(tr, (int, float)) and tr > 0:
             return float(tr)
-    header = nb.load(bold).header
+    header = load_nifti(bold, "BOLD run", _REFETCH).header
     zooms = header.get_zooms()
     unit = header.get_xyzt_units()[1]
     if len(zooms) > 3 and zooms[3] > 0 and unit in ("sec", "msec"):
@@ -192,9 +199,15 @@ def repetition_time(bold: Path) -> float:
     )
 
 
+_REFETCH = "re-run fMRIPrep for this run or restore the file"
+
+
 def check_same_grid(bold: Path, mask: Path) -> None:
     """Refuse a BOLD run and brain mask on different grids (headers only)."""
-    bold_img, mask_img = nb.load(bold), nb.load(mask)
+    from bids_ketamine_fc.utils.io import load_nifti
+
+    bold_img = load_nifti(bold, "BOLD run", _REFETCH)
+    mask_img = load_nifti(mask, "brain mask", _REFETCH)
     if bold_img.shape[:3] != mask_img.shape[:3] or not np.allclose(
         bold_img.affine, mask_img.affine, atol=1e-3
     ):
@@ -212,14 +225,26 @@ def collect_runs(
     space: str,
     subjects: tuple[str, ...] = (),
     sessions: tuple[str, ...] = (),
+    problems: list | None = None,
 ) -> list[RunInputs]:
     """Find every preprocessed BOLD run of ``task`` in ``space`` with its mask and confounds (pybids).
+
+    Parameters
+    ----------
+    fmriprep_dir : Path
+    task, space : str
+    subjects, sessions : tuple of str
+        Labels selected (all when empty).
+    problems : list, optional
+        When given, a run with problems (missing mask or confounds, unreadable header, different
+        grids, no TR) is left out and appended as a :class:`RunProblem` with every one of them;
+        otherwise the first is raised.
 
     Raises
     ------
     UserInputError
-        Unknown participant labels, no run for the task/space, a missing mask or confounds file,
-        BOLD and mask on different grids, or no usable TR.
+        Unknown participant or session labels, no run for the task/space, or (without
+        ``problems``) a problem of a run.
     """
     from bids import BIDSLayout, BIDSLayoutIndexer
 
@@ -235,6 +260,7 @@ def collect_runs(
             f"--participant-label {' '.join(unknown)} not found in {fmriprep_dir} "
             f"(available: {' '.join(sorted(available)[:20]) or 'none'})"
         )
+    _check_sessions(layout, sessions, fmriprep_dir)
     query = {"task": task, "space": space, "desc": "preproc", "suffix": "bold"}
     if subjects:
         query["subject"] = list(subjects)
@@ -248,36 +274,87 @@ def collect_runs(
             f"(tasks there: {' '.join(layout.get_tasks()) or 'none'}; spaces for this task: "
             f"{' '.join(spaces) or 'none'})"
         )
-    return [_run_inputs(layout, bold) for bold in bolds]
+    runs = []
+    for bold in bolds:
+        run = _run_inputs(layout, bold)
+        if isinstance(run, RunInputs):
+            runs.append(run)
+        elif problems is None:
+            raise run.errors[0]
+        else:
+            problems.append(run)
+    return runs
 
 
-def _run_inputs(layout, bold) -> RunInputs:
-    """Find the brain mask and confounds of one BOLD run (pybids file) and check the grids."""
+def _check_sessions(layout, sessions: tuple[str, ...], fmriprep_dir: Path) -> None:
+    if not sessions:
+        return
+    there = sorted(layout.get_sessions())
+    if not there:
+        raise NothingSelectedError(
+            f"--session-label {' '.join(sessions)}: {fmriprep_dir} has no sessions (no ses-<label> "
+            "folders); leave out --session-label"
+        )
+    unknown = sorted(set(sessions) - set(there))
+    if unknown:
+        raise NothingSelectedError(
+            f"--session-label {' '.join(unknown)} not found in {fmriprep_dir} "
+            f"(sessions there: {' '.join(there)})"
+        )
+
+
+@dataclass(frozen=True)
+class RunProblem:
+    """A run that cannot be processed: every problem found, and its confounds table if found."""
+
+    subject: str
+    prefix: str
+    errors: list
+    confounds: Path | None
+
+
+def _run_inputs(layout, bold) -> RunInputs | RunProblem:
+    """Find the brain mask and confounds of one BOLD run (pybids file) and check them."""
     from bids.layout import Query
 
     ents = {k: bold.entities.get(k) for k in ("session", "task", "run", "space", "res")}
     pinned = {k: (v if v is not None else Query.NONE) for k, v in ents.items()}
     subject = bold.entities["subject"]
-    mask = _one(
-        layout, bold.path, "brain mask", desc="brain", suffix="mask",
+    no_space = {k: v for k, v in pinned.items() if k not in ("space", "res")}
+    bold_path = Path(bold.path)
+    errors: list[UserInputError] = []
+    mask = _attempt(
+        errors, _one, layout, bold.path, "brain mask", desc="brain", suffix="mask",
         extension=[".nii.gz", ".nii"], subject=subject, **pinned,
     )  # fmt: skip
-    no_space = {k: v for k, v in pinned.items() if k not in ("space", "res")}
-    confounds = _one(
-        layout, bold.path, "confounds table", desc="confounds",
+    confounds = _attempt(
+        errors, _one, layout, bold.path, "confounds table", desc="confounds",
         suffix=["timeseries", "regressors"], extension=".tsv", subject=subject, **no_space,
     )  # fmt: skip
-    bold_path = Path(bold.path)
-    check_same_grid(bold_path, mask)
+    if mask is not None:
+        _attempt(errors, check_same_grid, bold_path, mask)
+    tr = _attempt(errors, repetition_time, bold_path)
+    if errors:
+        prefix = build_prefix(subject, ents, ("session", "task", "run"))
+        return RunProblem(subject, prefix, errors, confounds)
     return RunInputs(
         subject=subject,
         entities={k: v for k, v in ents.items() if v is not None},
         bold=bold_path,
         mask=mask,
         confounds=confounds,
-        tr=repetition_time(bold_path),
+        tr=tr,
         n_volumes=int(nb.load(bold_path).shape[3]),
     )
+
+
+def _attempt(errors: list, function, *args, **kwargs):
+    """Return ``function(*args, **kwargs)``, or None with its user error appended to ``errors``."""
+    try:
+        return function(*args, **kwargs)
+    except UserInputError as err:
+        errors.append(err)
+        return None
 
 
 def _one(layout, bold: str, what: str, **query) -> Path:

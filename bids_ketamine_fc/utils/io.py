@@ -1,4 +1,7 @@
-"""Atomic file writing: outputs appear complete under their final name, or not at all."""
+"""Reading inputs with errors that name the file, and atomic writing of outputs.
+
+Outputs appear complete under their final name, or not at all.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,63 @@ from pathlib import Path
 
 import nibabel as nb
 import pandas as pd
+
+from bids_ketamine_fc.exceptions import MissingInputError, UserInputError
+
+
+def load_nifti(path: Path, what: str = "image", fix: str = "restore the file"):
+    """Open a NIfTI image (its header; the data are read later) or name the file in the error.
+
+    Parameters
+    ----------
+    path : Path
+    what : str
+        What the file is, for the message (``"brain mask"``, ``"BOLD run"``...).
+    fix : str
+        What would fix it.
+
+    Raises
+    ------
+    MissingInputError
+        The file does not exist or cannot be opened.
+    UserInputError
+        It is not a readable NIfTI file (random bytes, a truncated header).
+    """
+    try:
+        return nb.load(path)
+    except (FileNotFoundError, PermissionError) as err:
+        raise MissingInputError(
+            f"{path}: the {what} cannot be opened ({err.strerror}); {fix}."
+        ) from err
+    except MemoryError:
+        raise
+    except Exception as err:  # nibabel raises many types for corrupt files
+        detail = " ".join(str(err).split()) or type(err).__name__
+        raise UserInputError(
+            f"{path}: the {what} is not a readable NIfTI file ({detail}); {fix}."
+        ) from err
+
+
+def read_failure(path: Path, what: str, err: Exception, fix: str) -> UserInputError:
+    """Return the error for a file whose data cannot be read (truncated, corrupt gzip)."""
+    detail = " ".join(str(err).split()) or type(err).__name__
+    return UserInputError(
+        f"{path}: the {what} cannot be read ({detail}): the file is truncated or corrupt; {fix}."
+    )
+
+
+#: Marks the temporary name of a file being written (hidden, beside the final name).
+PARTIAL = ".partial-"
+
+
+def remove_partial(folder: Path) -> int:
+    """Remove the temporary files a killed writer left under ``folder``; return how many."""
+    removed = 0
+    for path in Path(folder).rglob(f".*{PARTIAL}*"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def atomic_write(path: Path, writer: Callable[[Path], None]) -> Path:
@@ -31,7 +91,7 @@ def atomic_write(path: Path, writer: Callable[[Path], None]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes)
     fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name.split('.')[0]}.", suffix=suffix, dir=path.parent
+        prefix=f".{path.name.split('.')[0]}{PARTIAL}", suffix=suffix, dir=path.parent
     )
     os.close(fd)
     try:
