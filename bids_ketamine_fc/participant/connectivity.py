@@ -116,7 +116,10 @@ def _read_series(img, mask: np.ndarray, n_dummy: int, bold_file: Path) -> BrainS
                 raise EOFError(f"the data end before volume {n_dummy + stop} of {shape[3]}")
             block = np.frombuffer(raw, dtype=dtype).reshape(stop - start, n_vox_grid)
             part = out[start:stop]
-            part[:] = block[:, index]
+            if dtype == part.dtype:
+                np.take(block, index, axis=1, out=part)  # straight into place, no temporary
+            else:
+                part[:] = block[:, index]
             if slope != 1.0 or inter != 0.0:
                 part *= np.float32(slope)
                 part += np.float32(inter)
