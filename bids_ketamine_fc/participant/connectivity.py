@@ -28,7 +28,7 @@ from bids_ketamine_fc.utils.io import load_nifti, read_failure
 
 # Largest |r| kept before the Fisher transform, so a seed voxel correlating with itself stays finite.
 R_MAX = 1.0 - 1e-7
-_CHUNK_BYTES = 64 * 2**20
+_CHUNK_BYTES = 16 * 2**20  # read a few volumes at a time, into one buffer used again
 
 
 @dataclass
@@ -107,14 +107,15 @@ def _read_series(img, mask: np.ndarray, n_dummy: int, bold_file: Path) -> BrainS
     out = np.empty((n_volumes, index.size), dtype=np.float32)
     global_signal = np.empty(n_volumes)
     finite = True
+    buffer = np.empty(chunk * n_vox_grid, dtype=dtype)
     with _open_image(proxy.file_like) as fobj:
         _skip(fobj, proxy.offset + n_dummy * volume_bytes)
         for start in range(0, n_volumes, chunk):
             stop = min(start + chunk, n_volumes)
-            raw = fobj.read((stop - start) * volume_bytes)
-            if len(raw) != (stop - start) * volume_bytes:
+            block = buffer[: (stop - start) * n_vox_grid]
+            if fobj.readinto(memoryview(block).cast("B")) != block.nbytes:
                 raise EOFError(f"the data end before volume {n_dummy + stop} of {shape[3]}")
-            block = np.frombuffer(raw, dtype=dtype).reshape(stop - start, n_vox_grid)
+            block = block.reshape(stop - start, n_vox_grid)
             part = out[start:stop]
             if dtype == part.dtype:
                 np.take(block, index, axis=1, out=part)  # straight into place, no temporary
