@@ -142,14 +142,20 @@ def test_dockerfile_is_a_bids_app_image():
     assert "/opt/templateflow" in final and "COPY --from=templateflow" in final
 
 
-def _run_fetch_script(tmp_path, *args) -> subprocess.CompletedProcess:
-    """Run ``templateflow_files.py`` as the image build does, its downloads replaced."""
+def test_image_and_pip_users_fetch_the_documented_templateflow_files(tmp_path):
+    """The image build and pip users run one list; offline here, downloads replaced."""
+    text = _dockerfile()
+    stage = re.split(r"^FROM ", text, flags=re.M)[1]
+    assert stage.startswith("${BASE_IMAGE} AS templateflow")
+    assert re.search(r"^COPY bids_ketamine_fc/templateflow_files\.py (\S+)/$", stage, re.M)
+    assert re.search(r"^RUN \S+python \S+/templateflow_files\.py", stage, re.M)
+    assert "bids_ketamine_fc-fetch-templateflow" in _console_scripts()
+    # run the file as the image build does (and then with --list), its downloads replaced
     wrapper = tmp_path / "fake_get.py"
     wrapper.write_text(
         textwrap.dedent(
             """\
-            import runpy
-            import sys
+            import contextlib, io, runpy, sys
             from pathlib import Path
             from templateflow import api
 
@@ -160,50 +166,34 @@ def _run_fetch_script(tmp_path, *args) -> subprocess.CompletedProcess:
                 return Path(found[0])
 
             api.get = fake_get
-            sys.argv = sys.argv[1:]
-            runpy.run_path(sys.argv[0], run_name="__main__")
+            script = sys.argv[1]
+            for args in (["--list"], []):
+                sys.argv = [script, *args]
+                with contextlib.redirect_stdout(io.StringIO()) as out:
+                    try:
+                        runpy.run_path(script, run_name="__main__")
+                    except SystemExit as stop:
+                        assert stop.code == 0, stop.code
+                images = [Path(p) for p in out.getvalue().split() if p.endswith(".nii.gz")]
+                sizes = sorted({p.stat().st_size for p in images})
+                print(out.getvalue(), f"=== {args} {len(images)} images of sizes {sizes}")
             """
         )
     )
     env = dict(os.environ, TEMPLATEFLOW_HOME=str(tmp_path / "tf"), TEMPLATEFLOW_AUTOUPDATE="0")
     script = ROOT / "bids_ketamine_fc" / "templateflow_files.py"
-    return subprocess.run(
-        [sys.executable, str(wrapper), str(script), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-
-
-def _tpl_names(stdout: str) -> set[str]:
-    return {
-        f"{Path(line).parent.name}/{Path(line).name}"
-        for line in stdout.splitlines()
-        if "/tpl-" in line
-    }
-
-
-def test_image_and_pip_users_fetch_the_documented_templateflow_files(tmp_path):
-    """The image build and pip users run one list; offline here, downloads replaced."""
-    text = _dockerfile()
-    stage = re.split(r"^FROM ", text, flags=re.M)[1]
-    assert stage.startswith("${BASE_IMAGE} AS templateflow")
-    assert re.search(r"^COPY bids_ketamine_fc/templateflow_files\.py (\S+)/$", stage, re.M)
-    assert re.search(r"^RUN \S+python \S+/templateflow_files\.py", stage, re.M)
-    assert "bids_ketamine_fc-fetch-templateflow" in _console_scripts()
+    done = subprocess.run([sys.executable, str(wrapper), str(script)], capture_output=True,
+                          text=True, env=env, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    listed, fetched = done.stdout.split("=== ['--list']")
+    assert "8 images of sizes [0]" in fetched.splitlines()[0]  # --list downloaded nothing
+    assert "=== [] 8 images of sizes [128]" in fetched
     documented = set(
         re.findall(r"^\s+(tpl-\S+/tpl-\S+)$", (ROOT / "docs/container.rst").read_text(), re.M)
     )
-    listed = _run_fetch_script(tmp_path, "--list")
-    assert listed.returncode == 0, listed.stderr
-    assert _tpl_names(listed.stdout) == documented
-    images = [Path(line) for line in listed.stdout.splitlines() if line.endswith(".nii.gz")]
-    assert len(images) == 8 and all(p.stat().st_size == 0 for p in images)  # nothing downloaded
-    done = _run_fetch_script(tmp_path)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert len(_tpl_names(done.stdout)) == 12
-    assert _tpl_names(done.stdout) == documented
+    for output in (listed, fetched):
+        names = {f"{Path(w).parent.name}/{Path(w).name}" for w in output.split() if "/tpl-" in w}
+        assert len(names) == 12 and names == documented
 
 
 # --- documentation ---------------------------------------------------------------------------
