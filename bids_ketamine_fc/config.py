@@ -61,6 +61,7 @@ class Settings:
     phenotype: Path | None = None
     pain_pre: str = "nrs_pre"
     pain_post: str = "nrs_post"
+    pain_max: float = 10.0
     responder_threshold: float = 0.5
     covariates: tuple[str, ...] = ("age",)
     voxel_p: float = 0.001
@@ -69,6 +70,7 @@ class Settings:
     n_permutations: int = 5000
     random_seed: int | None = None
     ica_components: int = 20
+    dual_regression: str = "fsl"
     correlation_model: str = "groups"
     correlation_inference: str = "rft"
     roi: Path | None = None

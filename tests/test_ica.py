@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 from pathlib import Path
@@ -75,6 +77,8 @@ def _write_reduced(out, pid, data, mask, affine=AFFINE, outside=0.0, int16=True)
     if int16:
         img.set_data_dtype(np.int16)
     nb.save(img, func / f"{pid}_task-rest_space-{SPACE}_desc-reduced_bold.nii.gz")
+    sidecar = {"Dimensions": len(data), "VolumesKept": 150}  # as the participant level writes
+    (func / f"{pid}_task-rest_space-{SPACE}_desc-reduced_bold.json").write_text(json.dumps(sidecar))
 
 
 def _settings(root, out, seed=7) -> Settings:
@@ -200,6 +204,8 @@ def test_planted_group_difference_in_dmn_loading(study):
             / f"{row['participant_id']}_space-{SPACE}_desc-dualreg_components.nii.gz"
         )
         values[row["group"]].append(nb.load(path).dataobj[(*ijk, int(label) - 1)])
+    sidecar = json.loads(path.with_name(path.name.replace(".nii.gz", ".json")).read_text())
+    assert sidecar["TimePoints"] == 150 and sidecar["Method"].startswith("FSL dual_regression")
     expected = stats.ttest_ind(values["NR"], values["R"]).statistic
     assert t_map[ijk] == pytest.approx(expected, rel=1e-4)
     masks = sorted(
@@ -229,29 +235,64 @@ def test_rerun_with_the_same_seed_is_identical(study, tmp_path):
         assert (out / "group" / "ica" / name).read_text() == (_ica_dir(study) / name).read_text()
 
 
-def test_dual_regression_equals_least_squares_on_time_points():
+def _fsl_dual_regression(series: np.ndarray, group_maps: np.ndarray) -> tuple:
+    """FSL's dual_regression on time points: fsl_glm --demean, stage 2 with --des_norm."""
+    design = group_maps.T.astype(float) - group_maps.T.mean(axis=0)
+    centred = series - series.mean(axis=1, keepdims=True)
+    stage1 = np.linalg.lstsq(design, centred.T, rcond=None)[0].T
+    tc = stage1 - stage1.mean(axis=0)
+    tc /= tc.std(axis=0, ddof=1)
+    return stage1, np.linalg.lstsq(tc, series - series.mean(axis=0), rcond=None)[0]
+
+
+def test_dual_regression_equals_fsl_on_time_points():
     rng = np.random.default_rng(3)
     n_time, k, n_vox, n_comp = 60, 15, 400, 4
     basis = rng.standard_normal((n_time, k))
     q = np.linalg.qr(basis - basis.mean(axis=0))[0]  # orthonormal, zero-mean columns
-    coefficients = rng.standard_normal((k, n_vox))
-    series = q @ coefficients  # zero-mean voxel series
+    coefficients = rng.standard_normal((k, n_vox)) * rng.uniform(0.5, 3, n_vox)
+    series = q @ coefficients  # zero-mean voxel series of unequal variance
     group_maps = ica.standardise_maps(rng.standard_normal((n_comp, n_vox)))
-    timecourses, subject_maps = ica.dual_regression(
-        ica_data.normalise_voxels(coefficients), group_maps
-    )
-    # FSL dual_regression on the time points: variance-normalised data, fsl_glm --demean,
-    # stage 2 with --des_norm (time courses scaled to unit standard deviation).
-    y = series / series.std(axis=0, ddof=1)
-    design = group_maps.T.astype(float) - group_maps.T.mean(axis=0)
-    stage1 = np.linalg.lstsq(design, (y - y.mean(axis=1, keepdims=True)).T, rcond=None)[0].T
-    tc = stage1 - stage1.mean(axis=0)
-    tc /= tc.std(axis=0, ddof=1)
-    stage2 = np.linalg.lstsq(tc, y - y.mean(axis=0), rcond=None)[0]
+    # fsl (default): the raw data, time courses of unit variance over the T time points
+    timecourses, subject_maps = ica.dual_regression(coefficients, group_maps, n_time)
+    stage1, stage2 = _fsl_dual_regression(series, group_maps)
     assert np.allclose(subject_maps, stage2, rtol=1e-4, atol=1e-5)
-    assert np.allclose(q @ timecourses * np.sqrt(n_time - 1), stage1, rtol=1e-6, atol=1e-8)
+    assert np.allclose(q @ timecourses, stage1, rtol=1e-6, atol=1e-8)
+    # normalised: FSL run on variance-normalised series
+    normalised = ica.dual_regression(ica_data.normalise_voxels(coefficients), group_maps, n_time)
+    y = series / series.std(axis=0, ddof=1)
+    expected = _fsl_dual_regression(y, group_maps)[1] / np.sqrt(n_time - 1)
+    assert np.allclose(normalised[1], expected, rtol=1e-4, atol=1e-5)
+    # without T the time courses have unit norm: the maps carry sqrt(T - 1)
+    unscaled = ica.dual_regression(coefficients, group_maps)[1]
+    assert np.allclose(unscaled, stage2 * np.sqrt(n_time - 1), rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="more volumes"):
-        ica.dual_regression(ica_data.normalise_voxels(coefficients[:n_comp]), group_maps)
+        ica.dual_regression(coefficients[:n_comp], group_maps)
+
+
+def test_dual_regression_keeps_a_planted_amplitude_difference():
+    """Amplitude doubled in half the participants: FSL-style stage 2 sees it, normalised not."""
+    rng = np.random.default_rng(8)
+    mask = brain_mask()
+    sources = _sources(mask)
+    group_maps = ica.standardise_maps(np.stack(list(sources.values())))
+    peak = sources["dmn"] > 0.5 * sources["dmn"].max()
+    ratios = {}
+    for method, normalise in (("fsl", False), ("normalised", True)):
+        means = {1.0: [], 2.0: []}
+        for k in range(12):
+            gain = 2.0 if k % 2 else 1.0
+            data = sum(
+                np.outer(rng.standard_normal(K), (gain if n == "dmn" else 1.0) * s)
+                for n, s in sources.items()
+            )
+            data = data + 0.3 * rng.standard_normal(data.shape)
+            data = ica_data.normalise_voxels(data) if normalise else data
+            maps_ = ica.dual_regression(data.astype(np.float32), group_maps, K)[1]
+            means[gain].append(maps_[0, peak].mean())
+        ratios[method] = np.mean(means[2.0]) / np.mean(means[1.0])
+    assert 1.8 < ratios["fsl"] < 2.2, ratios
+    assert ratios["normalised"] < 1.3, ratios
 
 
 def test_migp_is_exact_while_the_stack_spans_the_data():
@@ -377,3 +418,30 @@ def test_real_schaefer_atlas_gives_the_yeo_networks():
     ]:
         ijk = tuple(np.rint(nb.affines.apply_affine(inverse, xyz)).astype(int))
         assert [net for net, mask in masks.items() if mask[ijk]] == [network], xyz
+
+
+def test_dual_regression_option_picks_the_data_and_scaling(tmp_path, caplog):
+    mask = brain_mask()
+    rng = np.random.default_rng(9)
+    data = (rng.standard_normal((K, int(mask.sum()))) * 5).astype(np.float32)
+    _write_reduced(tmp_path / "out", "sub-01", data, mask, int16=False)
+    path = (
+        tmp_path / "out" / "sub-01" / "func" / f"sub-01_task-rest_space-{SPACE}_desc-reduced_bold"
+    )
+    group_maps = ica.standardise_maps(rng.standard_normal((3, int(mask.sum()))))
+    settings = _settings(tmp_path, tmp_path / "out")
+    fsl, meta = ica_run._dual_regress_one(settings, Path(f"{path}.nii.gz"), mask, group_maps)
+    assert np.allclose(fsl, ica.dual_regression(data, group_maps, 150)[1], rtol=1e-5, atol=1e-6)
+    assert meta["TimePoints"] == 150
+    settings = dataclasses.replace(settings, dual_regression="normalised")
+    shape, meta = ica_run._dual_regress_one(settings, Path(f"{path}.nii.gz"), mask, group_maps)
+    expected = ica.dual_regression(ica_data.normalise_voxels(data), group_maps)[1]
+    assert np.allclose(shape, expected, rtol=1e-4, atol=1e-6) and meta["TimePoints"] is None
+    Path(f"{path}.json").unlink()  # older participant outputs: no VolumesKept
+    settings = dataclasses.replace(settings, dual_regression="fsl")
+    with caplog.at_level(logging.WARNING):
+        unscaled, _ = ica_run._dual_regress_one(settings, Path(f"{path}.nii.gz"), mask, group_maps)
+    assert (
+        np.allclose(unscaled, fsl * np.sqrt(149), rtol=1e-4, atol=1e-4)
+        and "VolumesKept" in caplog.text
+    )

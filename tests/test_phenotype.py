@@ -166,6 +166,27 @@ def test_non_numeric_score_column_is_refused(dataset):
         _table(dataset)
 
 
+@pytest.mark.parametrize(
+    ("row", "kwargs", "message"),
+    [
+        (
+            {"nrs_pre": -1, "nrs_post": 2},
+            {},
+            r"sub-02 has nrs_pre = -1, outside the pain scale 0-10",
+        ),
+        ({"nrs_pre": 8, "nrs_post": 35}, {}, r"sub-02 has nrs_post = 35, outside the pain scale"),
+        ({"nrs_pre": 80, "nrs_post": 30}, {"pain_max": 50}, r"nrs_pre = 80, .* 0-50; .*--pain-max"),
+    ],
+)
+def test_pain_rating_outside_the_scale_names_participant_and_column(dataset, row, kwargs, message):
+    rows = [{"participant_id": "sub-01", "nrs_pre": 6, "nrs_post": 3}]
+    _tsv(dataset / "bids" / "phenotype" / "pain.tsv", rows + [{"participant_id": "02", **row}])
+    with pytest.raises(UserInputError, match=message):
+        _table(dataset, **kwargs)
+    if row["nrs_pre"] >= 0:  # a wider scale accepts the rating
+        assert _table(dataset, pain_max=100).loc["sub-02", "included"]
+
+
 def test_duplicate_participant_is_refused(dataset):
     path = dataset / "bids" / "phenotype" / "hads.tsv"
     _tsv(path, [{"participant_id": "sub-01", "hads_a": 7}, {"participant_id": "01", "hads_a": 8}])

@@ -291,6 +291,13 @@ def _add_group_design(g) -> None:
     g.add_argument("--pain-pre", dest="pain_pre", default="nrs_pre", help="column of pain before")
     g.add_argument("--pain-post", dest="pain_post", default="nrs_post", help="column of pain after")
     g.add_argument(
+        "--pain-max",
+        dest="pain_max",
+        type=float,
+        default=10.0,
+        help="top of the pain scale (NRS 0-10): a rating below 0 or above it is an error",
+    )
+    g.add_argument(
         "--responder-threshold",
         dest="responder_threshold",
         type=_finite_float,
@@ -350,6 +357,14 @@ def _add_group_follow_up(g) -> None:
         type=_positive_int,
         default=20,
         help="number of group ICA components",
+    )
+    g.add_argument(
+        "--dual-regression",
+        dest="dual_regression",
+        default="fsl",
+        choices=["fsl", "normalised"],
+        help="fsl: as FSL's dual_regression (raw data, unit-variance time courses: subject maps "
+        "keep their amplitude); normalised: on variance-normalised data (shape only)",
     )
     g.add_argument(
         "--correlation-model",

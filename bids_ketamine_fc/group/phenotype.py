@@ -138,6 +138,17 @@ def _numeric_column(table: pd.DataFrame, column: str, option: str, source: str) 
     return values.astype(float)
 
 
+def _check_pain_scale(values: pd.Series, column: str, pain_max: float, source: str) -> None:
+    """Refuse a rating below 0 or above ``pain_max`` (a typo or another scale, e.g. 0-100)."""
+    outside = values[(values < 0) | (values > pain_max)]
+    if len(outside):
+        pid, value = outside.index[0], outside.iloc[0]
+        raise UserInputError(
+            f"{source}: {pid} has {column} = {value:g}, outside the pain scale 0-{pain_max:g}; "
+            "correct the rating, or set --pain-max to the top of the scale used."
+        )
+
+
 def _reasons(table: pd.DataFrame, values: dict[str, pd.Series], settings: Settings) -> pd.Series:
     """One ``'; '``-joined exclusion reason per participant (empty string when included)."""
     reasons: dict[str, list[str]] = {pid: [] for pid in values["pre"].index}
@@ -165,7 +176,7 @@ def build_subjects_table(
     Parameters
     ----------
     settings : Settings
-        Uses ``pain_pre``, ``pain_post``, ``responder_threshold``, ``covariates``,
+        Uses ``pain_pre``, ``pain_post``, ``pain_max``, ``responder_threshold``, ``covariates``,
         ``participant_label``, ``output_dir``, ``task_id`` and ``session_label``.
     phenotype : pandas.DataFrame
         From :func:`read_phenotype`.
@@ -180,6 +191,12 @@ def build_subjects_table(
         Columns ``participant_id``, ``group``, ``pain_pre``, ``pain_post``, ``improvement``, the
         covariates, ``included``, ``exclusion_reason`` and ``mean_fd``; one row per participant of
         the phenotype table or with maps (restricted to ``--participant-label`` when given).
+
+    Raises
+    ------
+    UserInputError
+        A pain or covariate column is missing or not numeric, or a rating lies outside
+        ``0..pain_max``.
     """
     with_maps = set(with_maps)
     wanted = sorted(set(phenotype.index) | with_maps)
@@ -194,6 +211,8 @@ def build_subjects_table(
     for covariate in settings.covariates:
         values[covariate] = _numeric_column(table, covariate, "--covariates", source)
     pre, post = values["pre"], values["post"]
+    _check_pain_scale(pre, settings.pain_pre, settings.pain_max, source)
+    _check_pain_scale(post, settings.pain_post, settings.pain_max, source)
     improvement = ((pre - post) / pre.where(pre != 0)).astype(float)
     group = np.where(
         improvement.isna(),

@@ -36,6 +36,7 @@ from bids_ketamine_fc.exceptions import UsageError
 from bids_ketamine_fc.group import maps, phenotype
 from bids_ketamine_fc.group.behaviour.regions import check_roi
 from bids_ketamine_fc.group.behaviour.run import run_brain_behaviour
+from bids_ketamine_fc.group.ica.decompose import DUAL_REGRESSION_METHODS
 from bids_ketamine_fc.group.inference import clusters, glm, rft
 from bids_ketamine_fc.utils.derivatives import bids_uri, save_mask
 from bids_ketamine_fc.utils.io import atomic_write_text, atomic_write_tsv
@@ -66,6 +67,13 @@ def check_settings(settings: Settings) -> None:
     if not 0 < settings.responder_threshold <= 1:
         raise UsageError(
             f"--responder-threshold {settings.responder_threshold}: must lie in (0, 1]."
+        )
+    if not settings.pain_max > 0:
+        raise UserInputError(f"--pain-max {settings.pain_max}: must be positive (e.g. 10 for NRS).")
+    if settings.dual_regression not in DUAL_REGRESSION_METHODS:
+        raise UserInputError(
+            f"--dual-regression {settings.dual_regression}: expected one of "
+            f"{', '.join(DUAL_REGRESSION_METHODS)}."
         )
     if settings.n_permutations < 1:
         raise UsageError(f"--n-permutations {settings.n_permutations}: must be positive.")

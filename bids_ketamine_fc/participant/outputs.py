@@ -189,6 +189,7 @@ def write_reduced_data(
                 "SkullStripped": True,
                 "SpatialReference": sources[0] if sources else _space(space_entities),
                 "Sources": sources,
+                "VolumesKept": int(sum(r["qc"]["n_kept"] for r in included)),
             },
             indent=2,
         ),

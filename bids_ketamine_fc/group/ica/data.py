@@ -7,6 +7,7 @@ smoothed series on an orthonormal temporal basis. See :mod:`.ica` for the method
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import dataclass
@@ -161,14 +162,14 @@ def normalise_voxels(data: np.ndarray) -> np.ndarray:
     return out
 
 
-def load_subject(path: Path, mask: np.ndarray) -> np.ndarray:
-    """Return one participant's reduced data in ``mask``, voxel-normalised.
+def load_subject(path: Path, mask: np.ndarray, normalise: bool = True) -> np.ndarray:
+    """Return one participant's reduced data in ``mask``, voxel-normalised unless told not to.
 
     Returns
     -------
     numpy.ndarray
         ``(k, n_mask_voxels)`` float32, columns in ``mask.ravel(order="F")`` order, each of unit
-        norm (read volume by volume, memory bounded by the masked data).
+        norm when ``normalise`` (read volume by volume, memory bounded by the masked data).
 
     Raises
     ------
@@ -182,4 +183,18 @@ def load_subject(path: Path, mask: np.ndarray) -> np.ndarray:
             f"{path}: NaN or infinite values inside the participant's mask; rerun the "
             "participant level of this participant."
         ) from err
-    return normalise_voxels(data)
+    return normalise_voxels(data) if normalise else np.asarray(data, dtype=np.float32)
+
+
+def volumes_kept(path: Path) -> int | None:
+    """Time points of the denoised series behind a reduced data file (its sidecar), or None.
+
+    Read from ``VolumesKept`` of the JSON sidecar; None when the sidecar or the key is missing
+    (participant outputs of an older version) or unreadable.
+    """
+    sidecar = Path(str(path).removesuffix(".nii.gz") + ".json")
+    try:
+        value = json.loads(sidecar.read_text()).get("VolumesKept")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return int(value) if isinstance(value, int | float) and value > 1 else None

@@ -13,7 +13,8 @@ those of the series. The series are zero-mean, so ``X`` is never centred over ``
    subject blocks cut to its top ``10 n`` rows whenever longer (bounded memory);
 4. spatial FastICA (scikit-learn, seeded with ``--random-seed``); maps z-scored over voxels,
    signed so that the largest absolute value is positive, ordered by explained variance;
-5. dual regression (FSL's, variance-normalised time courses) on ``X``: exact, as ``Q'Q = I``
+5. dual regression as FSL's (stage 2 on the raw data and unit-variance time courses, so the
+   subject maps keep the participant's amplitude) on ``X``: exact, as ``Q'Q = I``
    (:func:`dual_regression`).
 
 Matching to networks is :mod:`.match`, the R vs NR tests :mod:`.compare`, the files :mod:`.run`.
@@ -178,21 +179,35 @@ def group_ica(
     return GroupICA(sources[order], energy[order], n_iter, converged)
 
 
-def dual_regression(data: np.ndarray, group_maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """FSL dual regression of one participant's reduced data.
+#: Dual-regression variants: FSL's (raw data, the default) and the variance-normalised one.
+DUAL_REGRESSION_METHODS = ("fsl", "normalised")
+
+
+def dual_regression(
+    data: np.ndarray, group_maps: np.ndarray, n_timepoints: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Dual regression of one participant's reduced data, as FSL's ``dual_regression``.
 
     Stage 1 regresses the (spatially zero-mean) group maps on each volume: ``A = X M' (M M')^-1``,
     the time courses in the ``k`` basis. Stage 2 regresses the data on the time courses scaled to
-    unit norm (FSL's ``--des_norm``): ``B = (U'U)^-1 U' X``. With the series ``Q X``
-    (``Q'Q = I``), the time courses are ``Q A`` and stage 2 gives the same ``B``: the reduction
-    is exact; with voxel-normalised data, ``B`` is what FSL gives on variance-normalised data.
+    unit variance (FSL's ``des_norm`` 1): ``B = (U'U)^-1 U' X`` with ``U = A sqrt(T - 1) / |A|``
+    column by column, so that ``B`` is in the units of the data per standard deviation of each
+    time course. With the series ``Q X`` (``Q'Q = I``, zero-mean) the time courses are ``Q A``
+    and both stages give what FSL gives on the ``T`` time points: the reduction is exact.
+
+    FSL regresses the raw (demeaned) data, so ``B`` keeps each participant's amplitude; give the
+    voxel-normalised data (:func:`~bids_ketamine_fc.group.ica.data.normalise_voxels`) for maps
+    of shape only (the ``normalised`` variant of ``--dual-regression``).
 
     Parameters
     ----------
     data : numpy.ndarray
-        ``(k, n_voxels)``.
+        ``(k, n_voxels)`` reduced data.
     group_maps : numpy.ndarray
         ``(n_components, n_voxels)`` z maps.
+    n_timepoints : int, optional
+        ``T``, the time points of the denoised series; None scales the time courses to unit norm
+        instead (``B`` then carries the factor ``sqrt(T - 1)`` of each participant).
 
     Returns
     -------
@@ -208,6 +223,8 @@ def dual_regression(data: np.ndarray, group_maps: np.ndarray) -> tuple[np.ndarra
         )
     timecourses = np.linalg.solve(_cross(group_maps), _cross(group_maps, data)).T
     norms = np.linalg.norm(timecourses, axis=0)
+    if n_timepoints is not None:
+        norms = norms / np.sqrt(max(int(n_timepoints) - 1, 1))
     unit = np.zeros_like(timecourses)
     np.divide(timecourses, norms, out=unit, where=norms > 0)
     stage2 = np.linalg.pinv(unit).astype(np.float32)

@@ -32,6 +32,7 @@ from bids_ketamine_fc.group.ica.data import (
     analysis_mask,
     find_reduced_files,
     load_subject,
+    volumes_kept,
 )
 from bids_ketamine_fc.group.ica.decompose import (
     MIGP_FACTOR,
@@ -63,26 +64,51 @@ def _save_maps(values: np.ndarray, mask: np.ndarray, index, path: Path, meta: di
     atomic_write_text(path.with_name(path.name.replace(".nii.gz", ".json")), text)
 
 
+_DUAL_REGRESSION_TEXT = {
+    "fsl": "FSL dual_regression (des_norm 1): stage 1 and 2 on the participant's data as "
+    "written (not variance-normalised), stage-2 time courses scaled to unit variance",
+    "normalised": "dual regression on variance-normalised data (each voxel's series of unit "
+    "norm, the input of the group ICA), stage-2 time courses of unit norm",
+}
+
+
+def _dual_regress_one(settings, path, mask, group_maps) -> tuple[np.ndarray, dict] | None:
+    """Stage-2 maps of one participant and their sidecar (None: too few reduced volumes)."""
+    fsl = settings.dual_regression == "fsl"
+    data = load_subject(path, mask, normalise=not fsl)
+    if data.shape[0] <= len(group_maps):
+        LOGGER.warning(
+            "Group ICA: %s left out of dual regression: %d reduced volumes for %d components.",
+            path.name,
+            data.shape[0],
+            len(group_maps),
+        )
+        return None
+    n_timepoints = volumes_kept(path) if fsl else None
+    if fsl and n_timepoints is None:
+        LOGGER.warning(
+            "Group ICA: %s has no VolumesKept in its sidecar (older participant outputs): its "
+            "stage-2 maps are scaled by sqrt(T - 1); rerun the participant level.",
+            path.name,
+        )
+    meta = {
+        "Description": "Dual regression stage 2: subject map of each group component.",
+        "Method": _DUAL_REGRESSION_TEXT[settings.dual_regression],
+        "Sources": [bids_uri(path, settings.output_dir)],
+        "ReducedVolumes": int(data.shape[0]),
+        "TimePoints": n_timepoints,
+    }
+    return dual_regression(data, group_maps, n_timepoints)[1], meta
+
+
 def _dual_regress_all(settings, index, mask, group_maps, selected) -> tuple[list[str], np.ndarray]:
     """Dual-regress every participant, write their maps; return who and the selected maps."""
     used, kept = [], []
     for pid, path in index.files.items():
-        data = load_subject(path, mask)
-        if data.shape[0] <= len(group_maps):
-            LOGGER.warning(
-                "Group ICA: %s left out of dual regression: %d reduced volumes for %d components.",
-                pid,
-                data.shape[0],
-                len(group_maps),
-            )
+        done = _dual_regress_one(settings, path, mask, group_maps)
+        if done is None:
             continue
-        subject_maps = dual_regression(data, group_maps)[1]
-        meta = {
-            "Description": "Dual regression stage 2: subject map of each group component.",
-            "Method": "FSL dual regression, variance-normalised data and time courses",
-            "Sources": [bids_uri(path, settings.output_dir)],
-            "ReducedVolumes": int(data.shape[0]),
-        }
+        subject_maps, meta = done
         out = ica_compare.ica_path(
             settings.output_dir, index.prefix, "components.nii.gz", subject=pid, desc="dualreg"
         )
@@ -143,7 +169,7 @@ def run_group_ica(
     ----------
     settings : Settings
         Uses ``output_dir``, ``task_id``, ``space``, ``ica_components``, ``random_seed``,
-        ``covariates``, ``voxel_p`` and ``cluster_p``.
+        ``dual_regression``, ``covariates``, ``voxel_p`` and ``cluster_p``.
     subjects : pandas.DataFrame
         Included participants: ``participant_id``, ``group`` and the covariates.
     labeller : clusters.PeakLabeller
