@@ -69,9 +69,9 @@ def check_settings(settings: Settings) -> None:
             f"--responder-threshold {settings.responder_threshold}: must lie in (0, 1]."
         )
     if not settings.pain_max > 0:
-        raise UserInputError(f"--pain-max {settings.pain_max}: must be positive (e.g. 10 for NRS).")
+        raise UsageError(f"--pain-max {settings.pain_max}: must be positive (e.g. 10 for NRS).")
     if settings.dual_regression not in DUAL_REGRESSION_METHODS:
-        raise UserInputError(
+        raise UsageError(
             f"--dual-regression {settings.dual_regression}: expected one of "
             f"{', '.join(DUAL_REGRESSION_METHODS)}."
         )
