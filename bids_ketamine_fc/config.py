@@ -15,6 +15,8 @@ from pathlib import Path
 
 DEFAULT_SEEDS = "study"
 DEFAULT_STRATEGY = "conn"
+#: The study's pre-specified leave-one-out hypothesis (``--prediction``): SEED:MODEL:CONTRAST.
+DEFAULT_PREDICTION = "mPFC:groups:NRgtR"
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,8 @@ class Settings:
     correlation_inference: str = "rft"
     roi: Path | None = None
     roi_seed: str | None = None
+    prediction: tuple[str, ...] = (DEFAULT_PREDICTION,)
+    prediction_permutations: int = 1000
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> str:

@@ -183,9 +183,11 @@ def test_planted_coupling_end_to_end(tmp_path, tf_home, caplog):
     assert len(table) == 1 and (row["seed"], row["contrast"], row["model"]) == (
         "mPFC", "NRgtR", "groups"
     )  # fmt: skip
-    assert row["r"] < -0.7 and row["ci_low"] < row["r"] < row["ci_high"] and row["circular"]
-    assert row["boot_ci_low"] < row["r"] < row["boot_ci_high"]
+    assert row["r"] < -0.7 and row["circular"]
     assert np.isnan(row["partial_r"])  # the model 'groups' has no covariate to partial out
+    for column in correlation.CIRCULAR_NA:  # circular: r described, no p, no interval
+        assert np.isnan(row[column]), column
+    assert np.isfinite(row["p_R"]) and np.isfinite(row["p_NR"])
     assert row["n"] == 16 and row["n_R"] + row["n_NR"] == 16
 
     values = _read(settings, "cluster_values.tsv")
@@ -204,11 +206,17 @@ def test_planted_coupling_end_to_end(tmp_path, tf_home, caplog):
     prediction = _read(settings, "prediction.tsv")
     assert list(prediction.columns) == list(tables.PREDICTION_COLUMNS) and len(prediction) == 1
     loo = prediction.iloc[0]
+    assert (loo["seed"], loo["model"], loo["contrast"]) == ("mPFC", "groups", "NRgtR")
     assert loo["cv_r"] < -0.5 and loo["auc"] > 0.8 and loo["auc_p"] < 0.01
     assert loo["circular_r"] == pytest.approx(row["r"]) and loo["n_permutations"] == 1000
+    assert loo["full_data_clusters"] == 1 and loo["smallest_p"] == pytest.approx(0.001)
     assert len(_read(settings, "prediction_folds.tsv")) == 16
     sidecar = json.loads((settings.output_dir / "group" / "correlation.json").read_text())
-    assert "Circularity" in sidecar and sidecar["RandomStream"]["RandomSeed"] == 42
+    assert sidecar["Circularity"]["NotComputed"] == list(correlation.CIRCULAR_NA)
+    assert sidecar["RandomStream"]["RandomSeed"] == 42
+    procedure = json.loads((settings.output_dir / "group" / "prediction.json").read_text())
+    text = procedure["LeaveOneOut"]["Procedure"]
+    assert "permuted" in text and ":mod:" not in text and "``" not in text
     assert len(written["figures"]) == 2
     assert all(Path(p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written["figures"])
 
@@ -230,19 +238,26 @@ def test_roi_mode_and_no_cluster(tmp_path, tf_home, caplog):
     table = _read(settings, "correlation.tsv")
     assert len(table) == 1 and table["region"][0] == "thalamus_roi.nii.gz"
     assert not table["circular"][0] and table["seed"][0] == "PCC"
-    assert np.isnan(table["cluster"][0])
-    prediction = _read(settings, "prediction.tsv")
-    assert len(prediction) == 1 and prediction["n_folds_no_cluster"][0] == 0
+    assert np.isnan(table["cluster"][0]) and np.isfinite(table["p"][0])
+    prediction = _read(settings, "prediction.tsv").set_index("region")
+    roi_row = prediction.loc["thalamus_roi.nii.gz"]
+    assert roi_row["seed"] == "PCC" and roi_row["n_folds_no_cluster"] == 0
+    # the pre-specified test runs without a full-data cluster, and says so
+    loo = prediction.loc["folds"]
+    assert loo["seed"] == "mPFC" and loo["full_data_clusters"] == 0 and np.isnan(loo["circular_r"])
+    assert 0 < loo["auc_p"] <= 1 and loo["n_permutations"] == 1000
     assert "Circularity" not in json.loads(
         (settings.output_dir / "group" / "correlation.json").read_text()
     )
-    assert {Path(p).name.split("_desc-")[1] for p in written["figures"]} == {
+    names = {Path(p).name for p in written["figures"]}
+    assert {n.split("_desc-")[1] for n in names if "_desc-" in n} == {
         "roi_scatter.png", "roi_roc.png"
     }  # fmt: skip
 
 
 def test_no_cluster_writes_headers_only(tmp_path, tf_home):
-    settings = _with(make_dataset(tmp_path, coupling=0.0, n_per_group=4), covariates=())
+    settings = make_dataset(tmp_path, coupling=0.0, n_per_group=4)
+    settings = _with(settings, covariates=(), prediction=("none",))
     written = _brain_behaviour(settings)
     for name, columns in (
         ("correlation.tsv", tables.CORRELATION_COLUMNS),
@@ -253,6 +268,40 @@ def test_no_cluster_writes_headers_only(tmp_path, tf_home):
         lines = (settings.output_dir / "group" / name).read_text().splitlines()
         assert lines == ["\t".join(columns)]
     assert written["figures"] == [] and not written["circular"]
+
+
+@pytest.mark.parametrize(
+    ("prediction", "expected"),
+    [
+        (("mPFC:groups:NRgtR",), [("mPFC", "groups", "NRgtR")]),
+        (("all",), [(s, m, c) for s in ("mPFC", "PCC") for m in ("groups", "groupsAge")
+                    for c in ("RgtNR", "NRgtR")]),
+        (("none",), []),
+        (("PCC:groupsAge:RgtNR", "mPFC:groups:NRgtR"),
+         [("PCC", "groupsAge", "RgtNR"), ("mPFC", "groups", "NRgtR")]),
+    ],
+)  # fmt: skip
+def test_prediction_option_names_the_tests(prediction, expected):
+    settings = _with(make_settings_only(Path(".")), prediction=prediction)
+    assert behaviour.hypotheses(settings, ["mPFC", "PCC"]) == expected
+
+
+@pytest.mark.parametrize(
+    ("prediction", "covariates", "message"),
+    [
+        (("mPFC:groups",), ("age",), "expected SEED:MODEL:CONTRAST"),
+        (("mPFC:groupsAge:NRgtR",), (), "MODEL one of groups and"),
+        (("mPFC:groups:NRvsR",), ("age",), "CONTRAST one of RgtNR, NRgtR"),
+        (("NAccL:groups:NRgtR",), ("age",), "seed NAccL has no subject-level maps"),
+    ],
+)
+def test_bad_prediction_is_refused(prediction, covariates, message, caplog):
+    settings = _with(make_settings_only(Path(".")), prediction=prediction, covariates=covariates)
+    with pytest.raises(UserInputError, match=message):
+        behaviour.hypotheses(settings, ["mPFC", "PCC"])
+    with caplog.at_level(logging.WARNING):  # the default, with other seeds: skipped, said
+        assert behaviour.hypotheses(make_settings_only(Path(".")), ["ACC"]) == []
+    assert "seed mPFC has no maps" in caplog.text
 
 
 @pytest.mark.parametrize(
@@ -300,7 +349,8 @@ def test_clusters_of_the_permutation_inference_feed_the_correlation(tmp_path, tf
     settings = make_dataset(tmp_path)
     settings = _with(
         settings, inference=("rft", "permutation"), correlation_inference="permutation",
-        correlation_model="groupsAge",
+        correlation_model="groupsAge", prediction=("mPFC:groupsAge:NRgtR",),
+        prediction_permutations=200,
     )  # fmt: skip
     _brain_behaviour(settings)
     table = _read(settings, "correlation.tsv")
@@ -309,8 +359,10 @@ def test_clusters_of_the_permutation_inference_feed_the_correlation(tmp_path, tf
     }
     prediction = _read(settings, "prediction.tsv")
     assert prediction["model"].tolist() == ["groupsAge"] and prediction["auc"][0] > 0.8
+    assert prediction["inference"][0] == "permutation" and prediction["auc_p"][0] < 0.05
+    assert prediction["fold_null_permutations"][0] == 200
     sidecar = json.loads((settings.output_dir / "group" / "prediction.json").read_text())
-    assert sidecar["LeaveOneOut"]["FoldInference"] == "rft"
+    assert sidecar["LeaveOneOut"]["FoldInference"] == "permutation"
 
 
 def test_a_correlation_inference_or_model_not_run_is_said(caplog):

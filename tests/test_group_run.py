@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -384,3 +385,26 @@ def test_command_line_reports_a_user_error_in_one_line(tmp_path, capsys):
     assert main(argv) == 64  # usage: --pain-pre names no column
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--pain-pre vas: no such column" in err[0]
+
+
+def test_small_samples_enumerate_relabellings_and_warn_about_rft(tmp_path, tf_home, caplog):
+    """3 + 3 participants: 20 relabellings (not 5000 draws), and RFT with 4 dof is flagged."""
+    settings = make_dataset(tmp_path, n_per_group=3, seeds=("PCC",))
+    settings = _with(settings, inference=("rft", "permutation"), n_permutations=5000)
+    with caplog.at_level(logging.WARNING):
+        assert run_group(settings) == 0
+    assert "only 20 distinct relabellings exist" in caplog.text
+    assert "smallest attainable p(FWE) is 0.05" in caplog.text
+    assert "random-field cluster inference with 4 degrees of freedom" in caplog.text
+    group = settings.output_dir / "group" / "seed-PCC"
+    groups = json.loads(
+        next(group.glob("*_model-groups_contrast-NRgtR_stat-t_boldmap.json")).read_text()
+    )
+    assert groups["Permutations"]["Count"] == 20 and groups["Permutations"]["Exhaustive"]
+    assert groups["Permutations"]["SmallestP"] == 0.05 and groups["RFTWarning"]
+    age = json.loads(
+        next(group.glob("*_model-groupsAge_contrast-NRgtR_stat-t_boldmap.json")).read_text()
+    )
+    assert age["Permutations"]["Count"] == 720 and age["Permutations"]["Exhaustive"]
+    table = pd.read_csv(settings.output_dir / "group" / "clusters.tsv", sep="\t")
+    assert (table.query("inference == 'permutation'")["p_fwe"] >= 0.05).all()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sys
 import warnings
 
@@ -355,3 +356,30 @@ def test_bad_arguments_are_rejected(change, message):
     args.update(change)
     with pytest.raises(ValueError, match=message):
         permutation_test(**args)
+
+
+@pytest.mark.parametrize(("covariate", "expected"), [(False, 20), (True, 720)])
+def test_few_relabellings_are_each_used_once(covariate, expected):
+    """3 + 3 subjects: every split once (20), or every order of the rows with a covariate (720)."""
+    rng = np.random.default_rng(7)
+    mask, u = _mask(), 1.5
+    X = _groups(3, 3)
+    c = np.array([1.0, -1.0])
+    if covariate:
+        X = np.column_stack([X, rng.normal(size=6)])
+        c = np.array([1.0, -1.0, 0.0])
+    Y = _to_columns(_smooth_noise(rng, 6), mask)
+    res = permutation_test(Y, X, {"pos": c}, mask, u, 5000, random_seed=1, progress=False)["pos"]
+    assert res.exhaustive and res.n_permutations == expected
+    observed = _max_clusters(_to_volume(_ols_t(Y, X, c), mask), mask, u, 18)[0]
+    assert res.max_size_null[0] == observed
+    if not covariate:  # brute force: the 20 splits into two groups of three
+        brute = []
+        for chosen in itertools.combinations(range(6), 3):
+            split = np.zeros((6, 2))
+            split[list(chosen), 0] = 1
+            split[:, 1] = 1 - split[:, 0]
+            t = _to_volume(_ols_t(Y.astype(np.float64), split, c), mask)
+            brute.append(_max_clusters(t, mask, u, 18)[0])
+        assert sorted(res.max_size_null) == sorted(brute)
+    assert np.all(res.cluster_p_fwe_size >= 1 / expected)  # the smallest attainable p

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -395,3 +396,45 @@ def test_invalid_inputs_are_rejected():
         rft.resel_counts(np.zeros((4, 4, 4), bool), np.ones(3))
     with pytest.raises(ValueError, match="alpha"):
         rft.cluster_fwe_extent(3.0, rft.Smoothness(np.ones(3), np.ones(3), [1, 3, 3, 1], 8, 10), 2)
+
+
+def _null_cluster_fwe_rate(dof: int, n_sets: int, seed: int) -> float:
+    """Share of stationary null data sets (two groups) with an RFT cluster p(FWE) < .05."""
+    import pandas as pd
+    from scipy import ndimage
+
+    from bids_ketamine_fc.group.inference import glm
+
+    shape, sigma = (32, 32, 32), 1.5
+    ijk = np.indices(shape).transpose(1, 2, 3, 0)
+    mask = (((ijk - 15.5) / 14.5) ** 2).sum(-1) <= 1
+    inside = np.flatnonzero(mask.ravel(order="F"))
+    n = dof + 2
+    rows = pd.DataFrame(
+        {"participant_id": range(n), "group": ["R"] * (n // 2) + ["NR"] * (n - n // 2)}
+    )
+    design = glm.design_matrix(rows, "groups", ())
+    u = rft.height_threshold(0.001, dof)
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for _ in range(n_sets):
+        noise = ndimage.gaussian_filter(rng.standard_normal((n, *shape)), (0, sigma, sigma, sigma))
+        fit = glm.fit_ols(noise.reshape(n, -1, order="F")[:, inside].astype(np.float32), design)
+        smooth = rft.estimate_smoothness(fit.std_resid, mask, np.ones(3), dof)
+        t = np.zeros(mask.size, np.float32)
+        t[inside] = glm.contrast_maps(fit, "RgtNR")["t"]
+        _, sizes = rft.label_clusters(t.reshape(shape, order="F"), mask, u)
+        hits += bool((rft.cluster_pvalues(sizes, u, smooth)["p_fwe"] < 0.05).any())
+    return hits / n_sets
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    os.environ.get("BIDS_KETAMINE_FC_SLOW") != "1",
+    reason="opt-in: BIDS_KETAMINE_FC_SLOW=1 (~10 min)",
+)
+def test_rft_cluster_fwe_is_inflated_at_low_dof():
+    """The measurement behind clusters.MIN_RFT_DOF: null rate at 4 dof vs 10 dof (400 sets each)."""
+    low, enough = _null_cluster_fwe_rate(4, 400, 0), _null_cluster_fwe_rate(10, 400, 1)
+    print(f"RFT cluster FWE rate on null data: 4 dof {low:.3f}, 10 dof {enough:.3f}")
+    assert low > 0.07 and enough <= 0.065

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from bids_ketamine_fc import __version__
+from bids_ketamine_fc.config import DEFAULT_PREDICTION
 from bids_ketamine_fc.exceptions import ExitCode
 
 INFERENCE_CHOICES = ("rft", "permutation", "tfce")
@@ -387,3 +388,20 @@ def _add_group_follow_up(g) -> None:
         help="independent ROI mask for the brain-behaviour correlation (with --roi-seed)",
     )
     g.add_argument("--roi-seed", dest="roi_seed", default=None, help="seed whose map --roi reads")
+    g.add_argument(
+        "--prediction",
+        nargs="+",
+        default=[DEFAULT_PREDICTION],
+        metavar="SEED:MODEL:CONTRAST",
+        help="pre-specified leave-one-out tests, run whether or not the full data give a "
+        "cluster; 'all' (every seed, model and contrast) or 'none'",
+    )
+    g.add_argument(
+        "--prediction-permutations",
+        dest="prediction_permutations",
+        type=_positive_int,
+        default=1000,
+        help="permutations of the outcomes for the leave-one-out p values (every fold is re-run "
+        "under each); also the size of each fold's own null with --correlation-inference "
+        "permutation or tfce",
+    )

@@ -88,6 +88,8 @@ def build_settings(opts) -> Settings:
         correlation_inference=opts.correlation_inference,
         roi=opts.roi.absolute() if opts.roi else None,
         roi_seed=opts.roi_seed,
+        prediction=tuple(dict.fromkeys(opts.prediction)),
+        prediction_permutations=opts.prediction_permutations,
     )
 
 

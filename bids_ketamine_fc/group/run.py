@@ -35,9 +35,9 @@ from bids_ketamine_fc.config import Settings
 from bids_ketamine_fc.exceptions import UsageError
 from bids_ketamine_fc.group import maps, phenotype
 from bids_ketamine_fc.group.behaviour.regions import check_roi
-from bids_ketamine_fc.group.behaviour.run import run_brain_behaviour
+from bids_ketamine_fc.group.behaviour.run import hypotheses, run_brain_behaviour
 from bids_ketamine_fc.group.ica.decompose import DUAL_REGRESSION_METHODS
-from bids_ketamine_fc.group.inference import clusters, glm, rft
+from bids_ketamine_fc.group.inference import clusters, glm, relabel, rft
 from bids_ketamine_fc.utils.derivatives import bids_uri, save_mask
 from bids_ketamine_fc.utils.io import atomic_write_text, atomic_write_tsv
 
@@ -75,8 +75,12 @@ def check_settings(settings: Settings) -> None:
             f"--dual-regression {settings.dual_regression}: expected one of "
             f"{', '.join(DUAL_REGRESSION_METHODS)}."
         )
-    if settings.n_permutations < 1:
-        raise UsageError(f"--n-permutations {settings.n_permutations}: must be positive.")
+    for option, value in (
+        ("--n-permutations", settings.n_permutations),
+        ("--prediction-permutations", settings.prediction_permutations),
+    ):
+        if value < 1:
+            raise UsageError(f"{option} {value}: must be positive.")
     if len(set(settings.covariates)) != len(settings.covariates):
         raise UsageError(f"--covariates {' '.join(settings.covariates)}: listed twice.")
 
@@ -165,7 +169,7 @@ def _permute(settings: Settings, seed_maps, design: glm.Design, u: float) -> dic
         "seed %s, model %s: %d permutations in %.1f s.",
         seed_maps.seed,
         design.model,
-        settings.n_permutations,
+        next(iter(result.values())).n_permutations,
         time.monotonic() - start,
     )
     return result
@@ -183,6 +187,9 @@ def _fit(settings: Settings, seed_maps, rows: pd.DataFrame, model: str) -> tuple
             fit.std_resid, seed_maps.mask, rft.voxel_sizes(seed_maps.affine), design.dof
         )
         LOGGER.info("seed %s, model %s: FWHM %s mm.", seed, model, np.round(smooth.fwhm_mm, 1))
+        caution = clusters.low_dof_warning(design.dof, f"seed {seed}, model {model}")
+        if caution:
+            LOGGER.warning(caution)
     sidecar = {
         "Seed": seed,
         "Model": model,
@@ -191,18 +198,37 @@ def _fit(settings: Settings, seed_maps, rows: pd.DataFrame, model: str) -> tuple
         "NPerGroup": design.n_per_group,
         "HeightThreshold": {"VoxelP": settings.voxel_p, "T": u},
         "Smoothness": smooth.to_dict() if smooth is not None else None,
+        "RFTWarning": clusters.low_dof_warning(design.dof, "this model") if smooth else None,
         "Inference": list(settings.inference),
         "Software": {"bids_ketamine_fc": __version__},
     }
-    if {"permutation", "tfce"} & set(settings.inference):
-        sidecar["Permutations"] = {
-            "Count": settings.n_permutations,
-            "RandomSeed": settings.random_seed,
-            "Method": "Freedman-Lane, identity included; FWE from the maximum cluster size",
-        }
-        if "tfce" in settings.inference:
-            sidecar["Permutations"]["TFCE"] = {"E": TFCE_E, "H": TFCE_H, "Connectivity": 18}
-    return fit, u, smooth, _permute(settings, seed_maps, design, u), sidecar
+    permuted = _permute(settings, seed_maps, design, u)
+    if permuted:
+        sidecar["Permutations"] = _permutation_meta(settings, permuted, f"seed {seed}, {model}")
+    return fit, u, smooth, permuted, sidecar
+
+
+def _permutation_meta(settings: Settings, permuted: dict, where: str) -> dict:
+    """Sidecar entry of the permutations run; warn when every relabelling was enumerated."""
+    first = next(iter(permuted.values()))
+    count = first.n_permutations
+    if first.exhaustive:
+        LOGGER.warning(
+            "%s: only %d distinct relabellings exist (fewer than --n-permutations %d); all were "
+            "used once, so the smallest attainable p(FWE) is %.3g.",
+            where, count, settings.n_permutations, relabel.smallest_p(count),
+        )  # fmt: skip
+    meta = {
+        "Count": count,
+        "Requested": settings.n_permutations,
+        "Exhaustive": first.exhaustive,
+        "SmallestP": relabel.smallest_p(count),
+        "RandomSeed": settings.random_seed,
+        "Method": "Freedman-Lane, identity included; FWE from the maximum cluster size",
+    }
+    if "tfce" in settings.inference:
+        meta["TFCE"] = {"E": TFCE_E, "H": TFCE_H, "Connectivity": 18}
+    return meta
 
 
 def _analyse_model(settings, index, seed_maps, rows, model, labeller, sources) -> list:
@@ -324,6 +350,7 @@ def analyse_group(settings: Settings) -> GroupResults:
     check_settings(settings)
     index = maps.find_subject_maps(settings)
     check_roi(settings, index)
+    hypotheses(settings, list(index.seeds), warn=False)  # a bad --prediction before the work
     subjects = _subjects(settings, index)
     _write_subjects(settings, subjects)
     included = subjects[subjects["included"]]

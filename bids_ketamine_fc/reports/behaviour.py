@@ -50,7 +50,7 @@ def scatter_plot(
         ``r``, ``p`` and ``n`` shown in the title.
     title : str
     circular : bool
-        Mark the title as circular.
+        The region was chosen by the R vs NR contrast: r is shown without a p value.
 
     Returns
     -------
@@ -67,11 +67,8 @@ def scatter_plot(
     ax.set_xlabel("pain improvement (% NRS reduction)")
     ax.set_ylabel("mean Fisher z")
     ax.legend(frameon=False, fontsize=8)
-    note = " (circular)" if circular else ""
-    ax.set_title(
-        f"{title}\nr = {stats_row['r']:.2f}, p = {stats_row['p']:.2g}, n = {stats_row['n']}{note}",
-        fontsize=9,
-    )
+    tested = "circular: no p" if circular else f"p = {stats_row['p']:.2g}"
+    ax.set_title(f"{title}\nr = {stats_row['r']:.2f} ({tested}), n = {stats_row['n']}", fontsize=9)
     return _save_figure(fig, path)
 
 
@@ -83,7 +80,7 @@ def roc_plot(path: Path, table: pd.DataFrame, summary: dict, title: str) -> Path
     path : Path
         PNG written (atomically).
     table : pandas.DataFrame
-        ``group`` and ``score`` per participant (NaN score: fold without a value, left out).
+        ``group`` and ``score`` per participant (0 for a fold without region).
     summary : dict
         ``auc``, ``auc_p``, ``accuracy`` and ``n_folds_with_value`` for the title.
     title : str
@@ -105,7 +102,7 @@ def roc_plot(path: Path, table: pd.DataFrame, summary: dict, title: str) -> Path
     ax.set_title(
         f"{title}\nAUC = {summary['auc']:.2f} (p = {summary['auc_p']:.2g}), accuracy "
         f"{summary['accuracy']:.2f}, cv r = {summary['cv_r']:.2f}, "
-        f"{summary['n_folds_with_value']}/{summary['n']} folds",
+        f"{summary['n_folds_with_value']}/{summary['n']} folds with a region",
         fontsize=9,
     )
     return _save_figure(fig, path)
@@ -165,7 +162,7 @@ def write_figures(output_dir: Path, index, written: dict) -> list[Path]:
         table = _rows_of(written["folds"], row, (*region_keys[:4], "region"))
         desc = None if entities["contrast"] is not None else "roi"
         path = group_path(output_dir, index, seed, "roc.png", desc=desc, **entities)
-        title = f"{seed} {entities['contrast'] or 'ROI'}: leave-one-out"
+        title = f"{seed} {entities['model'] or ''} {entities['contrast'] or 'ROI'}: leave-one-out"
         summary = dict(row) | {k: int(row[k]) for k in ("n", "n_folds_with_value")}
         figures.append(roc_plot(path, table, summary, title))
     return figures

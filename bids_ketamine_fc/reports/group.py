@@ -156,17 +156,28 @@ def _brain_behaviour_section(group: Path) -> list[str]:
         return []
     parts = ["<h2>Brain-behaviour correlation</h2>"]
     if correlation.empty:
-        return [*parts, "<p>No significant cluster: nothing to correlate.</p>"]
-    if correlation.get("circular", pd.Series(dtype=bool)).astype(bool).any():
-        parts.append(
-            "<p><b>Circular:</b> clusters chosen by the R vs NR contrast give an inflated r "
-            "(the groups come from the same pain change); see the leave-one-out estimate.</p>"
-        )
-    parts.append(html_table(correlation))
-    parts += [_png_file(p) for p in sorted(group.glob("seed-*/*_scatter.png"))]
+        parts.append("<p>No significant cluster: nothing to correlate.</p>")
+    else:
+        if correlation.get("circular", pd.Series(dtype=bool)).astype(bool).any():
+            parts.append(
+                "<p><b>Circular:</b> a cluster chosen by the R vs NR contrast gives an inflated r "
+                "(the groups come from the same pain change; on pure noise such clusters still "
+                "give large r). Its r is shown as a description; its p value and confidence "
+                "intervals are not computed (n/a). The pre-specified leave-one-out test below is "
+                "the test of the brain-behaviour relation.</p>"
+            )
+        parts.append(html_table(correlation))
+        parts += [_png_file(p) for p in sorted(group.glob("seed-*/*_scatter.png"))]
     prediction = _read_tsv(group / "prediction.tsv")
     if prediction is not None and not prediction.empty:
-        parts += ["<h3>Leave-one-out estimate</h3>", html_table(prediction)]
+        parts += [
+            "<h3>Pre-specified leave-one-out test</h3>",
+            "<p>Each hypothesis of --prediction, run whether or not the full data gave a "
+            "cluster (full_data_clusters): every fold's model, threshold and clusters are redone "
+            "under each permutation of the outcomes, so its p values hold under the null; a "
+            "fold without a surviving cluster scores 0 (no information).</p>",
+            html_table(prediction),
+        ]
         parts += [_png_file(p) for p in sorted(group.glob("seed-*/*_roc.png"))]
     return parts
 

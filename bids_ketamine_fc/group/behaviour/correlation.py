@@ -3,10 +3,16 @@
 Each participant's mean Fisher z in a region is correlated with the relative improvement
 ``(pre - post) / pre``: Pearson r with its p and 95 % Fisher interval (``scipy.stats.pearsonr``),
 Spearman rho, a paired bootstrap interval of r (``scipy.stats.bootstrap``, BCa, 10 000
-resamples, seeded), the partial r controlling for the covariates and r within R and within NR. A
-cluster of the R vs NR contrast was chosen with groups made from the same improvement, so its r is
-circular (inflated): that is flagged, printed and written, and
-:mod:`~bids_ketamine_fc.group.behaviour.prediction` gives the leave-one-out estimate.
+resamples, seeded), the partial r controlling for the covariates and r within R and within NR.
+
+A cluster of the R vs NR contrast was chosen with groups made from the same improvement, so its r
+is circular: on pure noise the selected clusters give large r. For such a region r, rho and the
+partial r are kept as descriptions but their p values and intervals are not computed
+(:data:`CIRCULAR_NA`, written n/a): they would assume a region chosen independently of the
+improvement. The within-group r and p are kept: the region depends on the maps and the labels
+only, and within a group the improvement carries no information about the maps when brain and
+outcome are unrelated. The pre-specified test is the leave-one-out of
+:mod:`~bids_ketamine_fc.group.behaviour.prediction`.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ MIN_PER_GROUP = 3
 BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_METHOD = "BCa"
 CONFIDENCE = 0.95
+#: Statistics left n/a for a circular region (chosen by the R vs NR contrast).
+CIRCULAR_NA = ("p", "ci_low", "ci_high", "spearman_p", "boot_ci_low", "boot_ci_high", "partial_p")
 
 
 def pearson(x: np.ndarray, y: np.ndarray, confidence: float = CONFIDENCE) -> dict[str, float]:
@@ -120,6 +128,7 @@ def correlate(
     where: str = "correlation",
     n_resamples: int = BOOTSTRAP_RESAMPLES,
     method: str = BOOTSTRAP_METHOD,
+    circular: bool = False,
 ) -> dict:
     """Every statistic of one region: Pearson, Spearman, bootstrap, partial and within-group r.
 
@@ -135,6 +144,9 @@ def correlate(
         For the bootstrap (:func:`bootstrap_ci`, with ``n_resamples`` and ``method``).
     where : str
         Names the region in error messages.
+    circular : bool
+        The region was chosen by the R vs NR contrast: the statistics of :data:`CIRCULAR_NA`
+        are NaN (no bootstrap is drawn).
 
     Returns
     -------
@@ -160,6 +172,8 @@ def correlate(
     row = {"n": int(keep.sum())} | pearson(x, y)
     spearman = stats.spearmanr(x, y)
     row |= {"spearman_rho": float(spearman.statistic), "spearman_p": float(spearman.pvalue)}
-    row["boot_ci_low"], row["boot_ci_high"] = bootstrap_ci(x, y, rng, n_resamples, method)
+    if not circular:
+        row["boot_ci_low"], row["boot_ci_high"] = bootstrap_ci(x, y, rng, n_resamples, method)
     row["partial_r"], row["partial_p"] = partial_correlation(x, y, covariates)
+    row |= {key: float("nan") for key in CIRCULAR_NA} if circular else {}
     return row | _within_groups(x, y, groups)

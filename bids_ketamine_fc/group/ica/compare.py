@@ -126,6 +126,11 @@ def _compare_model(settings, index, mask, data, rows, model, label, info, labell
     fit = glm.fit_ols(data, design)
     u = rft.height_threshold(settings.voxel_p, design.dof)
     smooth = rft.estimate_smoothness(fit.std_resid, mask, rft.voxel_sizes(index.affine), design.dof)
+    caution = clusters.low_dof_warning(
+        design.dof, f"Group ICA component {label}, model {model}", "read these p values with care"
+    )
+    if caution:
+        LOGGER.warning(caution)
     meta = dict(
         info,
         Model=model,
@@ -134,6 +139,7 @@ def _compare_model(settings, index, mask, data, rows, model, label, info, labell
         NPerGroup=design.n_per_group,
         HeightThreshold={"VoxelP": settings.voxel_p, "T": u},
         Smoothness=smooth.to_dict(),
+        RFTWarning=caution,
         Inference=["rft"],
     )
     tables = []

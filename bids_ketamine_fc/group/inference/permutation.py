@@ -9,7 +9,9 @@ Model and permutations
     plain exchange of group labels. Subjects are exchangeable; ``n_permutations`` includes the
     identity first (as PALM), the others are drawn at random with ``numpy.random.default_rng``.
     One set of permutations serves every contrast, and a contrast and its negation (``RgtNR`` and
-    ``NRgtR``) are the two tails of the same permuted t maps.
+    ``NRgtR``) are the two tails of the same permuted t maps. When the distinct relabellings are
+    fewer than ``n_permutations`` (20 for two groups of three without covariates) every one is
+    used once instead (:mod:`.relabel`), and the result says so (``exhaustive``).
 Statistics
     Voxels with ``t > height_threshold`` (one-sided) form clusters, 18-connected by default as SPM
     (6 as nilearn; 26 as FSL); cluster mass is the sum of ``t - height_threshold`` over the
@@ -25,6 +27,7 @@ Speed
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -33,6 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bids_ketamine_fc.group.inference import relabel
 from bids_ketamine_fc.group.inference.freedman_lane import (
     Family,
     batch_maxima,
@@ -73,6 +77,9 @@ class PermutationResult:
         ``(n_permutations,)`` largest cluster size / mass of each permutation, identity first.
     tfce_obs, tfce_p_fwe, max_tfce_null : numpy.ndarray or None
         Observed TFCE, its voxel-wise FWE p value and the maximum-TFCE null (``tfce=True``).
+    exhaustive : bool
+        Every distinct relabelling was used once (:func:`~.relabel.relabellings`): fewer
+        exist than ``n_permutations`` asked for, and the test is exact.
     """
 
     t: np.ndarray
@@ -87,6 +94,12 @@ class PermutationResult:
     tfce_obs: np.ndarray | None = None
     tfce_p_fwe: np.ndarray | None = None
     max_tfce_null: np.ndarray | None = None
+    exhaustive: bool = False
+
+    @property
+    def n_permutations(self) -> int:
+        """Relabellings used, the identity included (fewer than asked when ``exhaustive``)."""
+        return int(self.max_size_null.size)
 
     @property
     def cluster_p_fwe_size(self) -> np.ndarray:
@@ -274,7 +287,7 @@ def permutation_test(
         Y, X, contrasts, mask, height_threshold, n_permutations, connectivity
     )
     u, n_perm = float(height_threshold), int(n_permutations)
-    perms = permutations(X.shape[0], n_perm, random_seed)[1:]
+    drawn = permutations(X.shape[0], n_perm, random_seed)[1:]
     geo = sparse_grid(mask, connectivity)
     table = neighbour_table(mask, connectivity) if tfce else None
     tfce_args = (table, tfce_E, tfce_H, tfce_dh) if tfce else None
@@ -293,12 +306,27 @@ def permutation_test(
             for direction, members in families:
                 fam = design_family(Y, X, direction)
                 tails = (0 in members.values(), 1 in members.values())
+                perms, exhaustive = _family_orders(fam, n_perm, drawn)
                 null = _run_family(fam, perms, geo, u, tails, tfce_args, n_jobs, bar)
                 for name, tail in members.items():
-                    results[name] = _result(fam, null[tail], (-1.0) ** tail, u, geo, tfce_args)
+                    found = _result(fam, null[tail], (-1.0) ** tail, u, geo, tfce_args)
+                    results[name] = dataclasses.replace(found, exhaustive=exhaustive)
     finally:
         bar.close()
     return {name: results[name] for name in contrasts}
+
+
+def _family_orders(fam: Family, n_perm: int, drawn: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Non-identity orders of one family: every distinct one when fewer than ``n_perm`` exist.
+
+    The permuted t maps depend on the order only through the rows of the tested regressor and
+    the varying nuisance (:func:`~.relabel.relabellings`); otherwise the ``drawn`` orders.
+    """
+    rows = np.column_stack([fam.x, fam.nuisance]).round(12)
+    if relabel.count_distinct(rows) > n_perm:
+        return drawn, False
+    orders, _ = relabel.relabellings(rows, n_perm, np.random.default_rng(0))
+    return orders[1:], True
 
 
 def _result(fam: Family, null: np.ndarray, sign: float, u, geo, tfce_args) -> PermutationResult:

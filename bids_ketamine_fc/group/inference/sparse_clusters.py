@@ -126,6 +126,23 @@ def _components(keys: np.ndarray, grid: SparseGrid) -> np.ndarray:
     return connected_components(graph, directed=False)[1]
 
 
+def connected_keys(keys: np.ndarray, grid: SparseGrid) -> np.ndarray:
+    """Connected-component label of each of the sorted ``keys`` (clusters of many maps at once).
+
+    Parameters
+    ----------
+    keys : numpy.ndarray
+        Sorted int64 keys ``map * grid.n_pad + grid.index[voxel]``.
+    grid : SparseGrid
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(len(keys),)`` labels ``0..k-1``; a cluster never spans two maps.
+    """
+    return _components(np.asarray(keys, dtype=np.int64), grid)
+
+
 def group_maxima(
     keys: np.ndarray, excess: np.ndarray, grid: SparseGrid, n_groups: int
 ) -> tuple[np.ndarray, np.ndarray]:
