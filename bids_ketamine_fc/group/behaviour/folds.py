@@ -30,7 +30,6 @@ Voxels are the columns of masked data in ``numpy.flatnonzero(mask.ravel(order="F
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -379,41 +378,3 @@ def region_means(
     has = size > 0
     means[has] = sums[has] / size[has, None]
     return Regions(means, n_clusters, size.astype(np.int64), members)
-
-
-def run_batches(
-    n_maps: int,
-    batch: int,
-    work: Callable[[slice], None],
-    n_jobs: int = 1,
-    progress: Callable[[int], None] | None = None,
-) -> None:
-    """Call ``work(slice)`` on consecutive batches of ``n_maps`` items, on ``n_jobs`` threads.
-
-    BLAS is limited to one thread per batch when ``n_jobs > 1`` (threadpoolctl when installed);
-    ``progress`` is called with the number of items each finished batch covered.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-    from contextlib import nullcontext
-
-    slices = [slice(s, min(s + batch, n_maps)) for s in range(0, n_maps, batch)]
-    limits = nullcontext()
-    if n_jobs > 1:
-        try:
-            from threadpoolctl import threadpool_limits
-
-            limits = threadpool_limits(limits=1, user_api="blas")
-        except ImportError:
-            pass
-
-    def one(part: slice) -> None:
-        work(part)
-        if progress is not None:
-            progress(part.stop - part.start)
-
-    if n_jobs <= 1:
-        for part in slices:
-            one(part)
-        return
-    with limits, ThreadPoolExecutor(n_jobs) as pool:
-        list(pool.map(one, slices))

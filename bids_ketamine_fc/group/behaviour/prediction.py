@@ -138,6 +138,44 @@ def _observed(setup, rule, is_r, reference) -> tuple[np.ndarray, ...]:
     return regions.means, regions.n_clusters, regions.size, _dice(regions.members, reference)
 
 
+def run_batches(
+    n_maps: int,
+    batch: int,
+    work: Callable[[slice], None],
+    n_jobs: int = 1,
+    progress: Callable[[int], None] | None = None,
+) -> None:
+    """Call ``work(slice)`` on consecutive batches of ``n_maps`` items, on ``n_jobs`` threads.
+
+    BLAS is limited to one thread per batch when ``n_jobs > 1`` (threadpoolctl when installed);
+    ``progress`` is called with the number of items each finished batch covered.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+    from contextlib import nullcontext
+
+    slices = [slice(s, min(s + batch, n_maps)) for s in range(0, n_maps, batch)]
+    limits = nullcontext()
+    if n_jobs > 1:
+        try:
+            from threadpoolctl import threadpool_limits
+
+            limits = threadpool_limits(limits=1, user_api="blas")
+        except ImportError:
+            pass
+
+    def one(part: slice) -> None:
+        work(part)
+        if progress is not None:
+            progress(part.stop - part.start)
+
+    if n_jobs <= 1:
+        for part in slices:
+            one(part)
+        return
+    with limits, ThreadPoolExecutor(n_jobs) as pool:
+        list(pool.map(one, slices))
+
+
 def relabelled_values(
     setup: fold_maps.FoldSetup,
     rule: fold_rules.FoldRule,
@@ -163,7 +201,7 @@ def relabelled_values(
         values[rows[:, None], valid[None, :]] = means
 
     if valid.size:
-        fold_maps.run_batches(count, per_batch, work, n_jobs, progress)
+        run_batches(count, per_batch, work, n_jobs, progress)
     return values
 
 
