@@ -347,20 +347,28 @@ def _null_rates(n_sets, n_perm, voxel_p, cluster_p, coupling=0.0, shape=SHAPE):
 
 def test_null_calibration_fast():
     """A few null data sets: no excess of p < .05 (the slow test measures the rate)."""
-    rates = _null_rates(30, 99, 0.01, 0.5, shape=(12, 14, 12))
-    assert (rates <= 0.2).all()
+    rates = _null_rates(30, 99, 0.01, 0.99, shape=(12, 14, 12))
+    assert (rates <= 0.2).all(), rates
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(
     os.environ.get("BIDS_KETAMINE_FC_SLOW") != "1",
-    reason="opt-in: BIDS_KETAMINE_FC_SLOW=1 (~20 min)",
+    reason="opt-in: BIDS_KETAMINE_FC_SLOW=1 (~10 min)",
 )
 def test_null_calibration_and_power():
-    """200 null data sets (24 participants): share of p < .05 within [0.025, 0.075]."""
-    rates = _null_rates(200, 999, 0.01, 0.5)
+    """Null data sets (24 participants): the share of p < .05 for AUC and cv r, and power.
+
+    With lenient fold thresholds (voxel p .01, cluster p .99) nearly every fold has a region and
+    the null is continuous: the share lies in [0.025, 0.075]. With the study's thresholds most
+    null folds have no cluster (score 0), the statistics have atoms and the test is conservative.
+    """
+    rates = _null_rates(400, 499, 0.01, 0.99)
+    print(f"p < .05 on null data, lenient thresholds: AUC {rates[0]:.3f}, cv r {rates[1]:.3f}")
     assert ((rates >= 0.025) & (rates <= 0.075)).all(), rates
-    default = _null_rates(200, 999, 0.001, 0.05)
+    default = _null_rates(200, 499, 0.001, 0.05)
+    print(f"p < .05 on null data, voxel p .001 / cluster p .05: {default}")
     assert (default <= 0.075).all(), default
-    power = _null_rates(50, 999, 0.001, 0.05, coupling=0.3)
+    power = _null_rates(50, 499, 0.001, 0.05, coupling=0.3)
+    print(f"p < .05 with a planted coupling of 0.3: {power}")
     assert (power >= 0.5).all(), power
