@@ -41,7 +41,10 @@ class DenoiseRun(SimpleInterface):
 
         options = RunOptions(**self.inputs.options)
         strategy = load_strategy(options.denoise_strategy, options.fd_threshold)
-        with threadpool_limits(self.inputs.omp_nthreads):
+        # One BLAS thread for the small (T x T) algebra, where OpenBLAS's threads cost more than
+        # they give (an SVD of 300 x 300 took 1 s with two threads on a busy machine, 30 ms with
+        # one); process_run shares the large products and the smoothing among omp_nthreads.
+        with threadpool_limits(1):
             result = process_run(
                 self.inputs.run, strategy, options, Path(runtime.cwd), self.inputs.omp_nthreads
             )

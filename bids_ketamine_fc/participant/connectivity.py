@@ -197,14 +197,18 @@ def seed_correlation(
     fwhm_mm : float
         Smoothing kernel (0 for none).
     n_threads : int
-        Threads smoothing the coefficient volumes (each thread takes some of the volumes).
+        Threads of the product with the operator (BLAS) and of the smoothing (each thread takes
+        some of the coefficient volumes).
 
     Returns
     -------
     SeedCorrelation
     """
     series -= series.mean(axis=0, dtype=np.float64).astype(series.dtype)
-    coef = operator.coef.T @ series  # (k, n_voxels), float32
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(n_threads, user_api="blas"):  # the one product big enough to share
+        coef = operator.coef.T @ series  # (k, n_voxels), float32
     seed_coef = np.stack([coef[:, idx].mean(axis=1) for idx in seed_voxels]).astype(np.float64)
     if fwhm_mm > 0:
         coef = _smooth_coefficients(coef, mask, affine, fwhm_mm, n_threads)
