@@ -77,6 +77,8 @@ class SubjectOutputs(SimpleInterface):
     output_spec = _SubjectOutputsOutputSpec
 
     def _run_interface(self, runtime):
+        from threadpoolctl import threadpool_limits
+
         from bids_ketamine_fc.participant.outputs import (
             install_run_files,
             write_reduced_data,
@@ -102,9 +104,14 @@ class SubjectOutputs(SimpleInterface):
             output_dir,
         )
         clock.lap("subject maps")
-        reduced = write_reduced_data(
-            self.inputs.subject, self.inputs.task, self.inputs.space_entities, results, output_dir
-        )
+        with threadpool_limits(1):  # the runs' SVD does not depend on the machine's cores
+            reduced = write_reduced_data(
+                self.inputs.subject,
+                self.inputs.task,
+                self.inputs.space_entities,
+                results,
+                output_dir,
+            )
         clock.lap("subject reduced data")
         seeds = {Path(m).name.split("_seed-")[1].split("_")[0]: m for m in maps}
         qc_rows = [{"run": p, **r["qc"]} for r, p in zip(results, prefixes, strict=True)]
