@@ -95,12 +95,20 @@ def test_fold_maps_equal_the_glm_and_rft_run_without_the_participant(model, cova
     folds = np.arange(len(rows))
     maps, voxels, n_clusters = fold_rules.survivors(setup, rule, folds, is_r[None])
     t_maps = fold_maps.dense_t(setup, folds, np.tile(is_r, (24, 1)))
+    hits = fold_maps.supra_threshold(setup, folds, is_r[None])  # the downdated numerators
     for i in (0, 7, 19):
         keep = folds != i
         fold_rows = rows[keep].reset_index(drop=True)
         design = glm.design_matrix(fold_rows, model, covariates)
         expected_t = glm.contrast_maps(glm.fit_ols(data[keep], design), "NRgtR")["t"]
         np.testing.assert_allclose(t_maps[i], expected_t, atol=1e-4)
+        mine = hits.maps == i
+        np.testing.assert_allclose(
+            hits.t(setup.dof)[mine], expected_t[hits.voxels[mine]], rtol=1e-4
+        )
+        np.testing.assert_array_equal(
+            np.sort(hits.voxels[mine]), np.flatnonzero(expected_t > setup.u)
+        )
         assert setup.dof == design.dof
         region, count = _reference_region(data[keep], fold_rows, mask, model, "NRgtR",
                                           covariates, smooth)  # fmt: skip
