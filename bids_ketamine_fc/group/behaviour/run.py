@@ -122,6 +122,13 @@ def analyse_hypothesis(seed: SeedData, model: str, contrast: str, found: list[in
     circular_r = (
         pearson(region_means(seed.masked.data, reference), improvement)["r"] if found else np.nan
     )
+    if settings.correlation_inference == "tfce":
+        maps_count = len(seed.rows) * (settings.prediction_permutations * 3 + 1)
+        LOGGER.warning(
+            "Leave-one-out %s with --correlation-inference tfce enhances every fold map of every "
+            "permutation (about %d maps): expect hours at 2 mm; rft or permutation are far faster.",
+            name, maps_count,
+        )  # fmt: skip
     start = time.monotonic()
     orders, _ = prediction.outcome_orders(
         len(seed.rows), settings.prediction_permutations, seed.rng(model, contrast, "permutation")
