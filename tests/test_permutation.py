@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import sys
 import warnings
@@ -318,16 +319,23 @@ def test_reproducible_and_independent_of_jobs_and_grouping():
     assert not np.array_equal(a["RgtNR"].max_size_null[1:], a["NRgtR"].max_size_null[1:])
 
 
-@pytest.mark.parametrize("tqdm_installed", [True, False])
-def test_progress_is_reported_on_stderr(capsys, monkeypatch, tqdm_installed):
-    if not tqdm_installed:
-        monkeypatch.setitem(sys.modules, "tqdm.auto", None)  # import fails: plain counter
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_with_the_time_left_on_a_terminal_only(capsys, monkeypatch):
     rng = np.random.default_rng(8)
     mask = _mask()
     Y, X = _to_columns(_smooth_noise(rng, 10), mask), _groups(5, 5)
-    permutation_test(Y, X, {"a": np.array([1.0, -1.0])}, mask, 2.0, 20, 0, progress=True)
-    captured = capsys.readouterr()
-    assert "19/19" in captured.err and captured.out == ""
+    terminal = _Terminal()
+    with monkeypatch.context() as patch:
+        patch.setattr(sys, "stderr", terminal)
+        permutation_test(Y, X, {"a": np.array([1.0, -1.0])}, mask, 2.0, 20, 0, label="seed X")
+    shown = terminal.getvalue()
+    assert "seed X" in shown and "/19 [00:00<" in shown  # [elapsed<time left, rate]
+    permutation_test(Y, X, {"a": np.array([1.0, -1.0])}, mask, 2.0, 20, 0)
+    assert capsys.readouterr().err == ""  # not a terminal: no bar in logs or pipes
 
 
 @pytest.mark.parametrize(

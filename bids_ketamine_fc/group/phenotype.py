@@ -38,6 +38,11 @@ def _read_table(path: Path) -> pd.DataFrame:
     sep = "," if path.suffix.lower() == ".csv" else "\t"
     try:
         table = pd.read_csv(path, sep=sep, dtype=str, na_values=["n/a", "N/A", "NA", ""])
+    except pd.errors.EmptyDataError as err:
+        raise UserInputError(
+            f"{path}: the file is empty; write a tab-separated table with a participant_id "
+            "column and one row per participant."
+        ) from err
     except (OSError, pd.errors.ParserError, UnicodeDecodeError) as err:
         raise UserInputError(f"{path}: cannot be read as a table ({err}).") from err
     table.columns = [str(c).strip() for c in table.columns]
@@ -45,6 +50,11 @@ def _read_table(path: Path) -> pd.DataFrame:
         raise UserInputError(
             f"{path}: no 'participant_id' column (columns: {', '.join(table.columns)}); "
             "add one with the BIDS participant labels."
+        )
+    if table.empty:
+        raise UserInputError(
+            f"{path}: a header and no participant (columns: {', '.join(table.columns)}); "
+            "add one row per participant."
         )
     table["participant_id"] = table["participant_id"].map(_participant_id)
     duplicated = table["participant_id"][table["participant_id"].duplicated()]
@@ -149,8 +159,43 @@ def _check_pain_scale(values: pd.Series, column: str, pain_max: float, source: s
         )
 
 
-def _reasons(table: pd.DataFrame, values: dict[str, pd.Series], settings: Settings) -> pd.Series:
-    """One ``'; '``-joined exclusion reason per participant (empty string when included)."""
+def _covariate_column(table: pd.DataFrame, column: str, source: str) -> tuple[pd.Series, dict]:
+    """Return a covariate's values and the participants whose value is unusable.
+
+    A column whose given values are mostly numbers is numeric (floats; a text value there, e.g.
+    ``abc`` in ``age``, is unusable and named); otherwise it is categorical (its text levels,
+    coded as indicator columns by :func:`~.inference.glm.covariate_columns`).
+
+    Returns
+    -------
+    values : pandas.Series
+        Floats (NaN where missing or unusable), or strings (None where missing).
+    unusable : dict
+        ``{participant_id: reason}``.
+    """
+    if column not in table.columns:
+        raise UsageError(
+            f"--covariates {column}: no such column in {source} "
+            f"(columns: {', '.join(map(str, table.columns))})."
+        )
+    raw = table[column].map(lambda v: v.strip() if isinstance(v, str) else v)
+    numbers = pd.to_numeric(raw, errors="coerce")
+    given = raw.notna() & (raw != "")
+    if given.any() and numbers[given].notna().mean() < 0.5:
+        return raw.where(given, None), {}
+    bad = given & numbers.isna()
+    return numbers.astype(float), {
+        pid: f"covariate {column} {raw[pid]!r} is not a number" for pid in bad[bad].index
+    }
+
+
+def _reasons(
+    table: pd.DataFrame, values: dict[str, pd.Series], settings: Settings, unusable: dict
+) -> pd.Series:
+    """One ``'; '``-joined exclusion reason per participant (empty string when included).
+
+    ``unusable`` maps ``(covariate, participant_id)`` to why a given value cannot be used.
+    """
     reasons: dict[str, list[str]] = {pid: [] for pid in values["pre"].index}
     for key, column in (("pre", settings.pain_pre), ("post", settings.pain_post)):
         for pid in values[key].index[values[key].isna()]:
@@ -161,7 +206,7 @@ def _reasons(table: pd.DataFrame, values: dict[str, pd.Series], settings: Settin
         reasons[pid].append(f"{settings.pain_pre} is 0 (improvement undefined)")
     for covariate in settings.covariates:
         for pid in values[covariate].index[values[covariate].isna()]:
-            reasons[pid].append(f"missing covariate {covariate}")
+            reasons[pid].append(unusable.get((covariate, pid), f"missing covariate {covariate}"))
     return pd.Series({pid: "; ".join(r) for pid, r in reasons.items()}, dtype=str)
 
 
@@ -208,8 +253,10 @@ def build_subjects_table(
         "pre": _numeric_column(table, settings.pain_pre, "--pain-pre", source),
         "post": _numeric_column(table, settings.pain_post, "--pain-post", source),
     }
+    unusable = {}
     for covariate in settings.covariates:
-        values[covariate] = _numeric_column(table, covariate, "--covariates", source)
+        values[covariate], bad = _covariate_column(table, covariate, source)
+        unusable.update({(covariate, pid): why for pid, why in bad.items()})
     pre, post = values["pre"], values["post"]
     _check_pain_scale(pre, settings.pain_pre, settings.pain_max, source)
     _check_pain_scale(post, settings.pain_post, settings.pain_max, source)
@@ -219,7 +266,7 @@ def build_subjects_table(
         None,
         np.where(improvement >= settings.responder_threshold - _THRESHOLD_TOL, "R", "NR"),
     )
-    reasons = _reasons(table, values, settings)
+    reasons = _reasons(table, values, settings, unusable)
     absent = [pid for pid in wanted if pid not in phenotype.index]
     for pid in absent:
         reasons[pid] = f"not in {source}"
@@ -302,5 +349,9 @@ def column_descriptions(settings: Settings) -> dict:
         },
     }
     for covariate in settings.covariates:
-        described[covariate] = {"Description": f"Covariate (column '{covariate}')."}
+        described[covariate] = {
+            "Description": f"Covariate (column '{covariate}'): mean-centred when numeric; when "
+            "text, one indicator column per level but the first (the reference), mean-centred "
+            "(the group statistic maps' sidecars give the coding)."
+        }
     return described

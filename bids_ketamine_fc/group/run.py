@@ -33,10 +33,11 @@ import pandas as pd
 from bids_ketamine_fc import __version__
 from bids_ketamine_fc.config import Settings
 from bids_ketamine_fc.exceptions import UsageError
-from bids_ketamine_fc.group import maps, phenotype
+from bids_ketamine_fc.group import checks, maps, phenotype
 from bids_ketamine_fc.group.behaviour.regions import check_roi
 from bids_ketamine_fc.group.behaviour.run import hypotheses, run_brain_behaviour
 from bids_ketamine_fc.group.ica.decompose import DUAL_REGRESSION_METHODS
+from bids_ketamine_fc.group.ica.run import check_components, run_group_ica
 from bids_ketamine_fc.group.inference import clusters, glm, relabel, rft
 from bids_ketamine_fc.utils.derivatives import bids_uri, save_mask
 from bids_ketamine_fc.utils.io import atomic_write_text, atomic_write_tsv
@@ -163,7 +164,7 @@ def _permute(settings: Settings, seed_maps, design: glm.Design, u: float) -> dic
         tfce_E=TFCE_E,
         tfce_H=TFCE_H,
         n_jobs=settings.nprocs,
-        progress=settings.verbosity > 0,
+        label=f"seed {seed_maps.seed}, {design.model}: permutations",
     )
     LOGGER.info(
         "seed %s, model %s: %d permutations in %.1f s.",
@@ -260,6 +261,11 @@ def _analyse_seed(settings, index, seed, included, labeller) -> tuple[list, list
     """Load one seed's maps once and analyse every model; return tables and participants used."""
     start = time.monotonic()
     seed_maps = maps.load_seed_maps(index, seed, list(included["participant_id"]))
+    absent = sorted(set(included["participant_id"]) - set(index.files[seed]))
+    if absent:
+        LOGGER.warning(
+            "seed %s: no map of %s; the seed is analysed without them.", seed, ", ".join(absent)
+        )
     if seed_maps.unusable:
         LOGGER.warning("seed %s: maps without valid voxel: %s", seed, ", ".join(seed_maps.unusable))
     rows = included.set_index("participant_id").loc[seed_maps.participant_ids].reset_index()
@@ -353,9 +359,11 @@ def analyse_group(settings: Settings) -> GroupResults:
     hypotheses(settings, list(index.seeds), warn=False)  # a bad --prediction before the work
     subjects = _subjects(settings, index)
     _write_subjects(settings, subjects)
+    checks.report_exclusions(subjects, Path(settings.output_dir) / "group" / "subjects.tsv")
     included = subjects[subjects["included"]]
-    for model in glm.model_names(settings.covariates):  # refuse a bad design before the work
-        glm.design_matrix(included, model, settings.covariates, where="group/subjects.tsv")
+    checks.report_models(included, settings)  # refuses a bad design before the work
+    checks.check_provenance(settings, index, list(included["participant_id"]))
+    check_components(settings, list(included["participant_id"]))
     _ensure_description(settings)
     resolution = int(index.resolution) if (index.resolution or "").isdigit() else 2
     labeller = clusters.PeakLabeller(index.space, resolution)
@@ -366,8 +374,6 @@ def analyse_group(settings: Settings) -> GroupResults:
         analysed |= set(used)
     subjects = _mark_unusable(subjects, analysed)
     _write_subjects(settings, subjects)
-    from bids_ketamine_fc.group.ica.run import run_group_ica
-
     run_group_ica(settings, subjects[subjects["included"]], labeller)
     table = (
         pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=clusters.COLUMNS)

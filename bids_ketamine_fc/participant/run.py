@@ -260,15 +260,24 @@ def _write_qc(qc: dict, run: dict, out_dir: Path) -> str:
 
 
 def map_sidecar(
-    seed_definition: dict, strategy: Strategy, qc: dict, options: RunOptions, sources: list[str]
+    seed_definition: dict,
+    strategy: Strategy,
+    qc: dict,
+    options: RunOptions,
+    sources: list[str],
+    tr: float | None = None,
 ) -> dict:
-    """Return the JSON sidecar of a seed map: seed, strategy, volumes, dof and software versions."""
+    """Return the JSON sidecar of a seed map: seed, strategy, volumes, dof and software versions.
+
+    ``RepetitionTime`` (s) is the run's; the group level warns when participants differ in it.
+    """
     return {
         "Description": "Fisher z-transformed Pearson correlation of the seed's mean denoised series "
         "(unsmoothed) with each voxel's denoised, smoothed series.",
         "Seed": seed_definition,
         "DenoisingStrategy": strategy.to_dict(),
         "SmoothingFWHM": options.smoothing_fwhm,
+        "RepetitionTime": tr,
         "VolumesTotal": qc["n_volumes"],
         "VolumesDummy": qc["n_dummy"],
         "VolumesScrubbed": qc["n_scrubbed"],
@@ -306,7 +315,7 @@ def _write_run_files(
         stem = out_dir / f"{run['space_prefix']}_seed-{item.seed.name}_stat-fisherz_boldmap"
         img = nb.Nifti1Image(to_volume(z[row], corr.mask), affine)
         save_img(set_header_space(img, run["space"]), Path(f"{stem}.nii.gz"))
-        sidecar = map_sidecar(item.definition, strategy, qc, options, sources)
+        sidecar = map_sidecar(item.definition, strategy, qc, options, sources, run["tr"])
         Path(f"{stem}.json").write_text(json.dumps(sidecar, indent=2, default=str))
         files[f"seed-{item.seed.name}"] = f"{stem}.nii.gz"
         files[f"seed-{item.seed.name}-json"] = f"{stem}.json"

@@ -109,8 +109,8 @@ class FoldSetup:
 def nuisance_matrix(rows: pd.DataFrame, model: str, covariates: tuple[str, ...]) -> np.ndarray:
     """Return ``Z = [1, covariates]`` of a model (what a two-group contrast leaves untested)."""
     parts = [np.ones((len(rows), 1))]
-    if model == "groupsAge":
-        parts += [rows[list(covariates)].to_numpy(float)]
+    if model == "groupsAge":  # text covariates as indicator columns, as in the full model
+        parts.append(glm.covariate_columns(rows, covariates, "leave-one-out fold")[0])
     return np.hstack(parts)
 
 

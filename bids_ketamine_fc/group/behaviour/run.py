@@ -29,6 +29,7 @@ from bids_ketamine_fc.group.behaviour import prediction, tables
 from bids_ketamine_fc.group.behaviour.correlation import correlate, pearson
 from bids_ketamine_fc.group.behaviour.regions import check_roi, region_columns, region_means
 from bids_ketamine_fc.group.inference import glm
+from bids_ketamine_fc.utils.progress import progress_bar
 
 LOGGER = logging.getLogger(__name__)
 
@@ -62,8 +63,9 @@ def _correlation(seed: SeedData, values: np.ndarray, keys: dict, out: dict) -> N
     where = f"seed {seed.masked.seed}, {keys['region']} {keys.get('cluster') or ''}".strip()
     # the partial r adjusts for the covariates of the region's model: none in 'groups'
     adjusted = [] if keys.get("model") == "groups" else list(settings.covariates)
+    covariates = glm.covariate_columns(rows, adjusted, where)[0]  # text ones as indicators
     stats_row = correlate(
-        values, improvement, rows["group"].to_numpy(), rows[adjusted].to_numpy(),
+        values, improvement, rows["group"].to_numpy(), covariates,
         seed.rng(keys.get("contrast"), keys.get("cluster"), "bootstrap"), where,
         circular=bool(keys["circular"]),
     )  # fmt: skip
@@ -138,10 +140,12 @@ def analyse_hypothesis(seed: SeedData, model: str, contrast: str, found: list[in
         "cluster_p": settings.cluster_p, "inference": settings.correlation_inference,
         "fold_null": settings.prediction_permutations, "n_jobs": settings.nprocs,
     }  # fmt: skip
-    folds = prediction.loo_fold_values(
-        seed.masked.data, seed.rows, seed.masked.mask, seed.masked.affine, (model, contrast),
-        options, orders, seed.rng(model, contrast, "fold-null"), reference if found else None,
-    )  # fmt: skip
+    with progress_bar(len(orders) - 1, f"leave-one-out {name}", "relabelling") as bar:
+        folds = prediction.loo_fold_values(
+            seed.masked.data, seed.rows, seed.masked.mask, seed.masked.affine, (model, contrast),
+            options, orders, seed.rng(model, contrast, "fold-null"), reference if found else None,
+            progress=bar.update,
+        )  # fmt: skip
     LOGGER.info(
         "Leave-one-out %s: %d folds x %d relabellings in %.1f s.",
         name, len(seed.rows), len(orders), time.monotonic() - start,

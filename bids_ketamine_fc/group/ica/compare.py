@@ -118,11 +118,7 @@ def _write_cluster_masks(settings, index, found: clusters.ClusterSet, keys: dict
 
 def _compare_model(settings, index, mask, data, rows, model, label, info, labeller) -> list:
     """Fit one model to one component's subject maps; write maps and masks; return cluster rows."""
-    try:
-        design = glm.design_matrix(rows, model, settings.covariates, where=f"ICA component {label}")
-    except UserInputError as err:
-        LOGGER.warning("Group ICA: R vs NR test of component %s skipped (%s).", label, err)
-        return []
+    design = glm.design_matrix(rows, model, settings.covariates, where=f"ICA component {label}")
     fit = glm.fit_ols(data, design)
     u = rft.height_threshold(settings.voxel_p, design.dof)
     smooth = rft.estimate_smoothness(fit.std_resid, mask, rft.voxel_sizes(index.affine), design.dof)
@@ -206,6 +202,12 @@ def compare_groups(settings, index, mask, table, subject_maps, rows, labeller) -
             "SpatialCorrelation": float(component["r"]),
             "Description": "R vs NR on dual-regression (stage 2) maps of a group ICA component.",
         }
+        try:  # a model that cannot be fitted is said once for the component, not per model
+            for model in glm.model_names(settings.covariates):
+                glm.design_matrix(rows, model, settings.covariates, where=f"ICA component {label}")
+        except UserInputError as err:
+            LOGGER.warning("Group ICA: R vs NR test of component %s skipped (%s).", label, err)
+            continue
         for model in glm.model_names(settings.covariates):
             tables += _compare_model(
                 settings, index, mask, data, rows, model, label, info, labeller

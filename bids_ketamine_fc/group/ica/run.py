@@ -24,6 +24,7 @@ import pandas as pd
 
 from bids_ketamine_fc import __version__
 from bids_ketamine_fc.config import Settings
+from bids_ketamine_fc.exceptions import UsageError
 from bids_ketamine_fc.group import maps
 from bids_ketamine_fc.group.ica import compare as ica_compare
 from bids_ketamine_fc.group.ica import match as ica_match
@@ -155,6 +156,30 @@ def _decompose(settings: Settings, index: ReducedIndex) -> tuple[np.ndarray, Gro
     path = ica_compare.ica_path(settings.output_dir, index.prefix, "components.nii.gz", desc="ica")
     _save_maps(result.maps, mask, index, path, _components_meta(settings, index, result, seed))
     return mask, result
+
+
+def check_components(settings: Settings, participant_ids: list[str]) -> None:
+    """Refuse, before any output, an ``--ica-components`` the participants' reduced data cannot give.
+
+    A participant enters the dual regression only with more reduced dimensions than components;
+    when none has, the group ICA would be computed for nothing.
+
+    Raises
+    ------
+    UsageError
+        Every participant's reduced data have at most ``--ica-components`` dimensions.
+    """
+    index = find_reduced_files(settings, participant_ids)
+    if index is None:
+        return
+    largest = max(int(nb.load(path).shape[3]) for path in index.files.values())
+    if settings.ica_components >= largest:
+        raise UsageError(
+            f"--ica-components {settings.ica_components}: the participants' reduced data hold at "
+            f"most {largest} dimensions, so no participant could be dual-regressed; ask for fewer "
+            f"than {largest} components, or rerun the participant level with a larger "
+            "--reduced-dims."
+        )
 
 
 def run_group_ica(

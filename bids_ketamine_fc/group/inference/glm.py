@@ -2,13 +2,17 @@
 
 As CONN's second level (and SPM's two-sample t-test with equal variances), the model is ordinary
 least squares with one column per group (``R`` then ``NR``) and, for ``groupsAge``, the mean-centred
-covariates. Contrasts ``RgtNR = [1, -1, 0, ...]`` and ``NRgtR = [-1, 1, 0, ...]`` give one-sided
-t maps, their p values, z maps of equal p, the contrast of betas (``effect``) and Hedges' g.
+covariates: a numeric one as one column, a categorical one (text levels, e.g. ``sex`` M/F) as one
+indicator column per level but the first in sorted order (the reference), mean-centred too, so
+that the group columns stay the group means at the sample's average covariates
+(:func:`covariate_columns`). Contrasts ``RgtNR = [1, -1, 0, ...]`` and ``NRgtR = [-1, 1, 0, ...]``
+give one-sided t maps, their p values, z maps of equal p, the contrast of betas (``effect``) and
+Hedges' g.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -49,7 +53,9 @@ class Design:
     n_per_group : dict
         ``{"R": n, "NR": n}``.
     covariate_means : dict
-        Mean removed from each covariate.
+        Mean removed from each covariate column.
+    coding : dict
+        How each covariate became columns (:func:`covariate_columns`).
     """
 
     model: str
@@ -58,6 +64,7 @@ class Design:
     participant_ids: list[str]
     n_per_group: dict[str, int]
     covariate_means: dict[str, float]
+    coding: dict = field(default_factory=dict)
 
     @property
     def dof(self) -> int:
@@ -81,6 +88,7 @@ class Design:
             "DesignMatrix": self.matrix.round(10).tolist(),
             "NPerGroup": self.n_per_group,
             "CovariateMeans": self.covariate_means,
+            "Covariates": self.coding,
             "DegreesOfFreedom": self.dof,
         }
 
@@ -111,6 +119,73 @@ def _check_covariates(matrix: np.ndarray, columns: list[str], where: str) -> Non
         )
 
 
+def is_categorical(values: pd.Series) -> bool:
+    """Tell whether a covariate holds text levels (not numbers)."""
+    return not pd.api.types.is_numeric_dtype(values)
+
+
+def covariate_columns(
+    subjects: pd.DataFrame, covariates, where: str = "subjects.tsv"
+) -> tuple[np.ndarray, list[str], dict, dict]:
+    """Code the covariates as mean-centred design columns.
+
+    Parameters
+    ----------
+    subjects : pandas.DataFrame
+        One row per participant, with the covariates (floats, or text levels).
+    covariates : sequence of str
+    where : str
+        Context named in error messages.
+
+    Returns
+    -------
+    matrix : numpy.ndarray
+        ``(n, k)`` float64 columns, each mean-centred.
+    names : list of str
+        Column names: the covariate, or ``<covariate>[<level>]`` for an indicator.
+    coding : dict
+        Per covariate: ``Type`` (``numeric`` or ``categorical``), and for a categorical one its
+        ``Levels``, ``Reference`` level and ``Columns``.
+    means : dict
+        The mean removed from each column (for an indicator, the fraction at its level).
+
+    Raises
+    ------
+    UserInputError
+        A categorical covariate with a single level among these participants.
+    """
+    parts, names, coding = [], [], {}
+    for name in covariates:
+        values = subjects[name]
+        if not is_categorical(values):
+            parts.append(values.to_numpy(dtype=float))
+            names.append(name)
+            coding[name] = {"Type": "numeric", "Coding": "mean-centred"}
+            continue
+        text = values.astype(str).to_numpy()
+        levels = sorted(set(text))
+        if len(levels) < 2:
+            raise UserInputError(
+                f"--covariates {name}: a single level ({', '.join(levels) or 'none'}) among the "
+                f"included participants ({where}); drop it."
+            )
+        columns = [f"{name}[{level}]" for level in levels[1:]]
+        parts += [(text == level).astype(float) for level in levels[1:]]
+        names += columns
+        coding[name] = {
+            "Type": "categorical",
+            "Levels": levels,
+            "Reference": levels[0],
+            "Columns": columns,
+            "Coding": "indicator of each level but the reference, mean-centred",
+        }
+    if not parts:
+        return np.zeros((len(subjects), 0)), [], coding, {}
+    matrix = np.column_stack(parts)
+    means = matrix.mean(axis=0)
+    return matrix - means, names, coding, {n: float(m) for n, m in zip(names, means, strict=True)}
+
+
 def design_matrix(
     subjects: pd.DataFrame, model: str, covariates: tuple[str, ...], where: str = "subjects.tsv"
 ) -> Design:
@@ -123,7 +198,7 @@ def design_matrix(
     model : str
         ``"groups"`` or ``"groupsAge"``.
     covariates : tuple of str
-        Covariate columns of ``groupsAge`` (mean-centred).
+        Covariate columns of ``groupsAge`` (mean-centred; text ones as indicator columns).
     where : str
         Context named in error messages (e.g. the seed).
 
@@ -141,16 +216,15 @@ def design_matrix(
     counts = _check_groups(subjects, where)
     columns = list(GROUPS)
     parts = [(subjects["group"].to_numpy() == g).astype(float)[:, None] for g in GROUPS]
-    means = {}
+    means, coding = {}, {}
     if model == "groupsAge":
-        for name in covariates:
-            values = subjects[name].to_numpy(dtype=float)
-            means[name] = float(values.mean())
-            parts.append((values - means[name])[:, None])
-            columns.append(name)
+        coded, names, coding, means = covariate_columns(subjects, covariates, where)
+        parts.append(coded)
+        columns += names
     matrix = np.hstack(parts)
     _check_covariates(matrix, columns, where)
-    return Design(model, matrix, columns, list(subjects["participant_id"]), counts, means)
+    ids = list(subjects["participant_id"])
+    return Design(model, matrix, columns, ids, counts, means, coding)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -50,6 +49,7 @@ from bids_ketamine_fc.group.inference.sparse_clusters import (
     sparse_grid,
 )
 from bids_ketamine_fc.group.inference.tfce import tfce_map
+from bids_ketamine_fc.utils.progress import progress_bar
 
 #: Permutations per batch, and float32 values of the t maps kept for TFCE per batch.
 _BATCH, _TFCE_MAPS = 256, 1 << 22
@@ -164,34 +164,6 @@ def permutations(n_subjects: int, n_permutations: int, random_seed: int | None) 
     return table
 
 
-class _Progress:
-    """Progress on standard error: a tqdm bar when tqdm is installed, else a counter line."""
-
-    def __init__(self, total: int, enabled: bool):
-        self.total, self.done, self.enabled, self.bar = total, 0, enabled, None
-        if enabled:
-            try:
-                from tqdm.auto import tqdm
-
-                self.bar = tqdm(total=total, desc="permutations", unit="perm", file=sys.stderr)
-            except ImportError:
-                pass
-
-    def update(self, n: int) -> None:
-        """Count ``n`` more permutations done."""
-        self.done += n
-        if self.bar is not None:
-            self.bar.update(n)
-        elif self.enabled:
-            end = "\n" if self.done >= self.total else ""
-            print(f"\rpermutations: {self.done}/{self.total}", end=end, file=sys.stderr)
-
-    def close(self) -> None:
-        """Close the bar."""
-        if self.bar is not None:
-            self.bar.close()
-
-
 def _check_inputs(Y, X, contrasts, mask, height_threshold, n_permutations, connectivity):
     """Validate the arguments of :func:`permutation_test`; return float arrays."""
     Y, X, mask = np.asarray(Y), np.asarray(X, dtype=np.float64), np.asarray(mask, dtype=bool)
@@ -219,7 +191,8 @@ def _run_family(fam, perms, geo, u, tails, tfce, n_jobs, progress) -> np.ndarray
     size = max(_TFCE_MAPS // fam.data.shape[1], 1) if tfce else _BATCH
     starts = list(range(0, len(perms), size))
     out = np.zeros((2, 3 if tfce else 2, len(perms)))
-    with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+    pool = ThreadPoolExecutor(max_workers=n_jobs)
+    try:
         futures = {
             pool.submit(batch_maxima, perms[s : s + size], fam, geo, u, tails, tfce): s
             for s in starts
@@ -229,6 +202,8 @@ def _run_family(fam, perms, geo, u, tails, tfce, n_jobs, progress) -> np.ndarray
             result = future.result()
             out[:, :, start : start + result.shape[2]] = result
             progress.update(result.shape[2])
+    finally:  # on Ctrl-C, the batches not started are dropped instead of awaited
+        pool.shutdown(wait=True, cancel_futures=True)
     return out
 
 
@@ -247,6 +222,7 @@ def permutation_test(
     n_jobs: int = 1,
     progress: bool = True,
     connectivity: int = 18,
+    label: str = "permutations",
 ) -> dict[str, PermutationResult]:
     """Cluster-size, cluster-mass (and TFCE) FWE inference by permutation (Freedman-Lane).
 
@@ -274,9 +250,11 @@ def permutation_test(
     n_jobs : int, default=1
         Threads (-1: all cores).
     progress : bool, default=True
-        Show progress on standard error.
+        Show a progress bar with the time left on standard error (on a terminal only).
     connectivity : int, default=18
         Cluster connectivity: 6, 18 (SPM) or 26.
+    label : str
+        What the progress bar says.
 
     Returns
     -------
@@ -293,7 +271,7 @@ def permutation_test(
     tfce_args = (table, tfce_E, tfce_H, tfce_dh) if tfce else None
     n_jobs = (os.cpu_count() or 1) if n_jobs == -1 else max(int(n_jobs), 1)
     families = group_contrasts(contrasts)
-    bar = _Progress((n_perm - 1) * len(families), progress)
+    bar = progress_bar((n_perm - 1) * len(families), label, "perm", enabled=progress)
     results = {}
     try:
         from threadpoolctl import threadpool_limits
