@@ -309,7 +309,8 @@ def _add_group_design(g) -> None:
         "--covariates",
         nargs="*",
         default=["age"],
-        help="covariates of the groupsAge model (mean-centred)",
+        help="covariates of the groupsAge model: numeric ones mean-centred, text ones (e.g. sex) "
+        "as centred indicator columns against their first level",
     )
 
 
