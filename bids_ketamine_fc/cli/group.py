@@ -6,6 +6,7 @@ import logging
 import time
 
 from bids_ketamine_fc.config import Settings
+from bids_ketamine_fc.exceptions import Interrupted
 
 LOGGER = logging.getLogger("bids_ketamine_fc")
 
@@ -27,14 +28,23 @@ def run_group(settings: Settings) -> int:
     ------
     UserInputError
         For every problem with the user's data or options (the message names the culprit).
+    Interrupted
+        On ``SIGINT``/``SIGTERM`` (``detail`` says what is left).
     """
     from bids_ketamine_fc.group.run import analyse_group
     from bids_ketamine_fc.reports.behaviour import write_figures
     from bids_ketamine_fc.reports.group import write_group_report
 
     start = time.monotonic()
-    results = analyse_group(settings)
-    write_figures(settings.output_dir, results.index, results.behaviour)
-    write_group_report(settings, results.index, results.subjects, results.clusters)
+    try:
+        results = analyse_group(settings)
+        write_figures(settings.output_dir, results.index, results.behaviour)
+        write_group_report(settings, results.index, results.subjects, results.clusters)
+    except Interrupted as err:
+        err.detail = (
+            f"{settings.output_dir / 'group'} is incomplete (each file in it is whole); "
+            "run the group level again"
+        )
+        raise
     LOGGER.info("Group level done in %.1f s.", time.monotonic() - start)
     return 0
