@@ -182,3 +182,11 @@ def test_python_warnings_reach_the_log_not_the_console(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "DegenerateDataWarning" not in captured.out + captured.err
     assert "DegenerateDataWarning: The BCa" in (tmp_path / "group.log").read_text()
+
+
+def test_leave_one_out_folds_code_text_covariates_as_the_full_model():
+    from bids_ketamine_fc.group.behaviour.folds import nuisance_matrix
+
+    rows = pd.DataFrame({"age": [30.0, 40.0, 50.0, 60.0], "sex": ["F", "M", "M", "F"]})
+    z = nuisance_matrix(rows, "groupsAge", ("age", "sex"))
+    np.testing.assert_allclose(z, [[1, -15, -0.5], [1, -5, 0.5], [1, 5, 0.5], [1, 15, -0.5]])
