@@ -32,8 +32,13 @@ def brain_mask(shape=SHAPE, affine=AFFINE) -> np.ndarray:
 
 
 def confounds_table(rng, n: int) -> pd.DataFrame:
+    # realignment parameters in mm and radians, of realistic size (ART's composite motion)
     table = pd.DataFrame(
-        {f"{a}_{b}": rng.standard_normal(n) * 0.1 for a in ("trans", "rot") for b in "xyz"}
+        {
+            f"{a}_{b}": rng.standard_normal(n) * (0.1 if a == "trans" else 0.001)
+            for a in ("trans", "rot")
+            for b in "xyz"
+        }
     )
     for column in list(table):
         table[f"{column}_derivative1"] = np.r_[np.nan, np.diff(table[column])]

@@ -194,7 +194,8 @@ def test_too_few_volumes_excludes_run_then_fails_when_nothing_left(tmp_path, cap
     bids = make_dataset(tmp_path, subjects=("01", "02"), n_volumes=40)
     tsv = next(bids.rglob("sub-01_*_desc-confounds_timeseries.tsv"))
     table = pd.read_csv(tsv, sep="\t")
-    table.loc[1:, "framewise_displacement"] = 2.0  # every volume moves: all scrubbed
+    # every volume moves 2 mm from the one before: ART scrubs them all
+    table["trans_x"] = 2.0 * (np.arange(len(table)) % 2)
     table.to_csv(tsv, sep="\t", index=False, na_rep="n/a")
     code, err = run_cli(capsys, *base_args(tmp_path, bids))
     assert code == 0, err

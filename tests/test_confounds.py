@@ -76,14 +76,16 @@ def _nilearn(img: str, **kwargs) -> pd.DataFrame:
 
 
 def test_presets_are_packaged_and_documented():
-    assert list_presets() == ["36p", "acompcor", "conn", "conn-simult"]
+    assert list_presets() == ["36p", "acompcor", "conn", "conn-fmriprep", "conn-simult"]
     folder = resources.files("bids_ketamine_fc").joinpath("data", "denoise")
     for name in list_presets():
         text = folder.joinpath(f"{name}.yml").read_text()
         assert text.startswith("#") and text.count("\n#") >= 5, name
 
 
-@pytest.mark.parametrize("name", ["conn", "conn-simult", "acompcor", "36p", "36P", "CONN"])
+@pytest.mark.parametrize(
+    "name", ["conn", "conn-simult", "conn-fmriprep", "acompcor", "36p", "36P", "CONN"]
+)
 def test_every_preset_loads_and_round_trips(name, tmp_path):
     strategy = load_strategy(name)
     assert strategy.name == name.lower()
@@ -94,17 +96,48 @@ def test_every_preset_loads_and_round_trips(name, tmp_path):
     assert dataclasses.replace(load_strategy(copy), source=strategy.source) == strategy
 
 
-def test_conn_preset_is_conn17_defaults():
+def test_conn_preset_is_conns_defaults():
     conn = load_strategy("conn")
     assert (conn.motion, conn.wm_csf, conn.global_signal) == ("derivatives", "none", "none")
-    assert conn.compcor == CompCor(wm=5, csf=5) and not conn.cosine
+    assert (conn.derivatives, conn.effect_of_rest) == ("conn", True)
+    assert conn.compcor == CompCor(wm=5, csf=5, method="conn") and not conn.cosine
     assert conn.scrub == Scrub("art", 0.9, 5.0, "regress")
     assert (conn.filter.type, conn.filter.low, conn.filter.high) == ("fft", 0.008, 0.09)
-    assert (conn.detrend, conn.filter_order, conn.drop_non_steady_state) == (1, "regbp", True)
+    assert (conn.detrend, conn.filter_order, conn.drop_non_steady_state) == (1, "regbp", False)
+    assert (conn.scaling, conn.weighting) == ("psc", "hrf")
     simult = load_strategy("conn-simult")
     assert simult.filter_order == "simult"
     same = dataclasses.replace(simult, name="conn", description=conn.description, source="")
     assert same == dataclasses.replace(conn, filter_order="simult", source="")
+
+
+def test_conn_fmriprep_preset_keeps_the_fmriprep_mapping():
+    old = load_strategy("conn-fmriprep")
+    assert old.compcor == CompCor(wm=5, csf=5, method="fmriprep")
+    assert old.scrub == Scrub("art-fd", 0.9, 5.0, "regress")
+    assert (old.derivatives, old.effect_of_rest, old.drop_non_steady_state) == (
+        "fmriprep",
+        False,
+        True,
+    )
+    assert (old.scaling, old.weighting) == ("none", "none")
+    conn = load_strategy("conn")
+    assert (old.filter, old.filter_order, old.detrend) == (conn.filter, "regbp", 1)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("name: x\nweighting: hrf\n", "needs 'confounds.effect_of_rest: true'"),
+        ("name: x\nconfounds: {compcor: {combined: 5, method: conn}}\n", "no combined mask"),
+        ("name: x\nconfounds: {derivatives: central}\n", "one of fmriprep, conn"),
+    ],
+)
+def test_conn_keys_are_checked(tmp_path, content, message):
+    path = tmp_path / "s.yml"
+    path.write_text(content)
+    with pytest.raises(UserInputError, match=message):
+        load_strategy(path)
 
 
 @pytest.mark.parametrize("name", ["acompcor", "36p"])
@@ -182,7 +215,7 @@ def test_malformed_strategy_file(tmp_path, content, message):
 
 
 def test_unknown_strategy_lists_presets():
-    with pytest.raises(UserInputError, match="36p, acompcor, conn, conn-simult"):
+    with pytest.raises(UserInputError, match="36p, acompcor, conn, conn-fmriprep, conn-simult"):
         load_strategy("no-such-strategy")
 
 

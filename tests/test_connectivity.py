@@ -117,6 +117,33 @@ def test_combine_runs_is_concatenation():
     assert np.allclose(combine_runs(runs).r()[0], expected, atol=1e-5)
 
 
+def test_weighted_scaled_runs_equal_conns_weighted_correlation():
+    """CONN's first level: runs in percent signal change, concatenated, then hrf-weighted r."""
+    rng = np.random.default_rng(3)
+    mask = _mask((6, 6, 5))
+    affine = np.diag([3.0, 3.0, 3.0, 1.0])
+    seed = np.zeros(mask.shape, bool)
+    seed[2:4, 2:4, 2:4] = True
+    idx = [np.searchsorted(brain_voxel_index(mask), brain_voxel_index(seed))]
+    runs, voxels, seeds, weights = [], [], [], []
+    for n, level in ((50, 1000.0), (70, 1300.0)):
+        data = level + rng.standard_normal((n, int(mask.sum()))) * 10
+        weight = np.r_[np.linspace(0.05, 1.1, 8), np.ones(n - 8)]
+        op = build_operator(rng.standard_normal((n, 2)), np.zeros(n, bool), TR, 1, None,
+                            weights=weight)  # fmt: skip
+        corr = seed_correlation(data.astype(np.float32), mask, affine, op, idx, 0.0, scaling="psc")
+        runs.append(corr)
+        clean = (op.basis @ op.coef.T.astype(float)) @ data / weight[:, None]
+        voxels.append(clean * 100 / data.mean())
+        seeds.append(clean[:, idx[0]].mean(axis=1) * 100 / data[:, idx[0]].mean())
+        weights.append(weight)
+    w, x, s = np.concatenate(weights), np.concatenate(voxels), np.concatenate(seeds)
+    x = (x - w @ x / w.sum()) * w[:, None]  # conn_wdemean, then times the weights
+    s = (s - w @ s / w.sum()) * w
+    expected = s @ x / np.linalg.norm(s) / np.linalg.norm(x, axis=0)
+    assert np.allclose(combine_runs(runs).r()[0], expected, atol=1e-5)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.int16])
 def test_read_brain_series_equals_nibabel(tmp_path, dtype):
     rng = np.random.default_rng(2)
@@ -189,3 +216,20 @@ def test_smoothing_does_not_depend_on_the_number_of_threads():
     many = _smooth_coefficients(coef.copy(), mask, affine, 6.0, n_threads=16)  # > volumes
     assert np.array_equal(one, three) and np.array_equal(one, many)
     assert not np.allclose(one, coef)
+
+
+def test_centred_coefficients_give_weighted_covariances():
+    from bids_ketamine_fc.participant.weighting import centred_coefficients
+
+    rng = np.random.default_rng(8)
+    mask = _mask((6, 6, 5))
+    n = 60
+    data = (100 + rng.standard_normal((n, int(mask.sum())))).astype(np.float32)
+    weight = np.r_[np.linspace(0.05, 1.1, 8), np.ones(n - 8)]
+    op = build_operator(rng.standard_normal((n, 2)), np.zeros(n, bool), TR, 1,
+                        {"type": "fft", "low": 0.01, "high": 0.1}, weights=weight)  # fmt: skip
+    clean = (op.basis @ op.coef.T.astype(float)) @ (data - data.mean(axis=0)) / weight[:, None]
+    corr = seed_correlation(data.copy(), mask, np.eye(4), op, [np.arange(3)], 0.0)
+    coef = centred_coefficients(corr, op).astype(float)
+    centred = (clean - weight @ clean / weight.sum()) * weight[:, None]
+    assert np.allclose(coef.T @ coef, centred.T @ centred, rtol=1e-4, atol=1e-4)

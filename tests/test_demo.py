@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from bids_ketamine_fc.demo import generate_demo, write_templateflow_home
-from bids_ketamine_fc.demo.anatomy import bold_grid, hospa_labels
+from bids_ketamine_fc.demo.anatomy import Grid, bold_grid, hospa_labels, tissue_fractions
 
 SPACE = "MNI152NLin2009cAsym"
 N_DUMMY = 2
@@ -130,11 +130,8 @@ def _dct_basis(n: int, tr: float, period: float = 128.0) -> np.ndarray:
 
 def test_compcor_components_are_pca_of_masked_data(small):
     bold, brain, table, metadata = _load_run(small, "sub-03")
-    anat = small["fmriprep_dir"] / "sub-03" / "anat"
-    tissue = {
-        t: np.asarray(nb.load(anat / f"sub-03_space-{SPACE}_label-{t}_probseg.nii.gz").dataobj)
-        for t in ("CSF", "WM")
-    }
+    # fMRIPrep's CompCor masks are on the BOLD grid (the probseg files are on the 2 mm anat grid)
+    tissue = tissue_fractions(Grid(bold.shape[:3], bold.affine))
     masks = {
         "c_comp_cor": (tissue["CSF"] >= 0.99) & brain,
         "w_comp_cor": (tissue["WM"] >= 0.99) & brain,
@@ -305,7 +302,8 @@ def test_cli_writes_the_fsl_las_grid_and_rejects_bad_options(tmp_path):
     )
     assert bold.shape == (*grid.shape, 40) and bold.affine[0, 0] == -6.0  # LAS
     # left is left: the written grey-matter map agrees with the anatomy at world coordinates
-    gm = nb.load(stem / "anat" / "sub-01_space-MNI152NLin6Asym_label-GM_probseg.nii.gz")
+    gm = nb.load(stem / "anat" / "sub-01_space-MNI152NLin6Asym_res-2_label-GM_probseg.nii.gz")
+    assert gm.shape == bold_grid("MNI152NLin6Asym", 2.0).shape  # fMRIPrep's 2 mm anat grid
     for xyz, inside in (((-23, -5, -18), True), ((23, -5, -18), True), ((-30, -20, 20), False)):
         label = hospa_labels(np.array([xyz], dtype=float))[0]
         assert (label in (10, 20)) is inside

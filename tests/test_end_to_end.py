@@ -51,7 +51,9 @@ def test_outputs_named_as_spec_with_sidecars(demo_run):
     qc = pd.read_csv(func / "sub-01_task-rest_desc-denoising_qc.tsv", sep="\t")
     for column in ("mean_fd", "n_scrubbed", "n_kept", "dof", "tsnr_median", "regressors"):
         assert column in qc
-    assert qc["n_dummy"][0] == 2  # the demo flags two non-steady-state volumes
+    # CONN drops no volume: the demo's two non-steady-state volumes stay (Effect of rest, hrf weights)
+    assert qc["n_dummy"][0] == 0 and qc["n_volumes"][0] == 120
+    assert qc["compcor_source"][0] in ("tissue maps", "fMRIPrep confounds")
     assert (out / "sub-01.html").stat().st_size > 10_000
     reduced = nb.load(func / "sub-01_task-rest_space-MNI152NLin2009cAsym_desc-reduced_bold.nii.gz")
     assert reduced.ndim == 4 and reduced.shape[3] == min(50, int(qc["dof"][0]))

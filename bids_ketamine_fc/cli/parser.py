@@ -169,7 +169,7 @@ def _add_denoising(parser: argparse.ArgumentParser) -> None:
         "--denoise_strategy",
         dest="denoise_strategy",
         default="conn",
-        help="preset (conn, conn-simult, acompcor, 36p) or a YAML/JSON strategy file",
+        help="preset (conn, conn-simult, conn-fmriprep, acompcor, 36p) or a YAML/JSON strategy file",
     )
     g.add_argument(
         "--smoothing-fwhm",

@@ -134,12 +134,14 @@ class SeedGrids:
 def check_run(run, strategy, grids: SeedGrids, settings: Settings) -> list[Exception]:
     """Return every problem of one run found without reading its BOLD data (empty when none)."""
     from bids_ketamine_fc.participant.denoising import lowpass_note
+    from bids_ketamine_fc.participant.regressors import tissue_labels
     from bids_ketamine_fc.participant.seeds import read_brain_mask
 
     note = lowpass_note(strategy.filter.high if strategy.filter is not None else None, run.tr)
     if note:
         LOGGER.warning("%s: %s", run.bold.name, note)
-    errors = check_confounds(run.confounds, strategy, settings)
+    maps = set(tissue_labels(strategy)) <= set(run.probseg)
+    errors = check_confounds(run.confounds, strategy, settings, maps)
     try:
         grids.resolve(run, read_brain_mask(run.mask))
     except UserInputError as err:
@@ -147,17 +149,24 @@ def check_run(run, strategy, grids: SeedGrids, settings: Settings) -> list[Excep
     return errors
 
 
-def check_confounds(confounds, strategy, settings: Settings) -> list[Exception]:
-    """Return the problems of a run's confounds table for ``strategy`` (none if not found)."""
-    from bids_ketamine_fc.participant.run import check_motion, prepare_confounds
+def check_confounds(
+    confounds, strategy, settings: Settings, tissue_maps: bool = True
+) -> list[Exception]:
+    """Return the problems of a run's confounds table for ``strategy`` (none if not found).
+
+    ``tissue_maps``: whether the run's tissue probability maps were found (then the ``conn``
+    presets need no aCompCor columns in the table).
+    """
+    from bids_ketamine_fc.participant.regressors import prepare_confounds
+    from bids_ketamine_fc.participant.run import check_motion
 
     if confounds is None:
         return []
     try:
-        regressors, _, _, names = prepare_confounds(confounds, strategy, settings.dummy_scans)
+        table = prepare_confounds(confounds, strategy, settings.dummy_scans, tissue_maps)
     except UserInputError as err:
         return [err]
-    check_motion(regressors, names, confounds)
+    check_motion(table.regressors, table.names, confounds)
     return []
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from bids_ketamine_fc import __version__
-from bids_ketamine_fc.demo.anatomy import Grid
+from bids_ketamine_fc.demo.anatomy import Grid, bold_grid, tissue_fractions
 from bids_ketamine_fc.demo.confounds import confounds_table
 from bids_ketamine_fc.demo.nifti import save_series, save_volume
 from bids_ketamine_fc.demo.phenotype import PAIN_JSON, PARTICIPANTS_JSON
@@ -200,13 +201,31 @@ def write_subject(
     write_json(func / f"{stem}_space-{space}_desc-brain_mask.json", {"Type": "Brain"})
     atomic_write_tsv(table, func / f"{stem}_desc-confounds_timeseries.tsv", float_format=None)
     write_json(func / f"{stem}_desc-confounds_timeseries.json", metadata)
-    anat = bids / "derivatives" / "fmriprep" / label / "anat"
-    for tissue in ("GM", "WM", "CSF"):
-        name = f"{label}_space-{space}_label-{tissue}_probseg.nii.gz"
-        save_volume(anat / name, grid, head, frac[tissue], np.float32)
+    write_tissue_maps(bids / "derivatives" / "fmriprep" / label / "anat", label, space)
     write_raw_images(bids, label, phantom, data, tr)
     outliers = [c for c in table.columns if c.startswith("motion_outlier")]
     return {
         "mean_fd": float(np.nanmean(framewise_displacement(params))),
         "n_motion_outliers": len(outliers),
     }
+
+
+@functools.lru_cache(maxsize=2)
+def _anatomy_grid(space: str) -> tuple[Grid, dict]:
+    """Return fMRIPrep's 2 mm grid of ``space`` and the tissue fractions on it (computed once)."""
+    grid = bold_grid(space, 2.0)
+    return grid, tissue_fractions(grid, supersample=1)
+
+
+def write_tissue_maps(anat: Path, label: str, space: str) -> None:
+    """Write the tissue probability maps as fMRIPrep does for ``--output-spaces <space>:res-2``.
+
+    ``anat/sub-X_space-<space>_res-2_label-{GM,WM,CSF}_probseg.nii.gz`` on fMRIPrep's 2 mm grid of
+    the template, whatever the BOLD's grid (the demo's BOLD is coarser): the participant level
+    samples them on the BOLD grid, as CONN does.
+    """
+    grid, fractions = _anatomy_grid(space)
+    everywhere = np.arange(int(np.prod(grid.shape)))
+    for tissue in ("GM", "WM", "CSF"):
+        name = f"{label}_space-{space}_res-2_label-{tissue}_probseg.nii.gz"
+        save_volume(anat / name, grid, everywhere, fractions[tissue].ravel(), np.float32)

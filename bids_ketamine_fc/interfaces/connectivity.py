@@ -17,7 +17,9 @@ from nipype.interfaces.base import (
 
 
 class _DenoiseRunInputSpec(BaseInterfaceInputSpec):
-    run = traits.Dict(mandatory=True, desc="bold, mask, confounds, tr, prefix, space_prefix, space")
+    run = traits.Dict(
+        mandatory=True, desc="bold, mask, confounds, tr, prefix, space_prefix, space, probseg"
+    )
     options = traits.Dict(mandatory=True, desc="RunOptions as a dictionary")
     omp_nthreads = traits.Int(1, usedefault=True, desc="BLAS threads")
 

@@ -9,7 +9,6 @@ finds outlier volumes as CONN's ART does.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import re
@@ -139,7 +138,7 @@ def _compcor_selection(
 ) -> tuple[list[str], list[str]]:
     """Return the first N aCompCor columns of each mask asked for, and the missing ones."""
     columns, missing = [], []
-    for mask, count in zip(_MASKS, dataclasses.astuple(compcor), strict=True):
+    for mask, count in zip(_MASKS, compcor.counts, strict=True):
         found = _acompcor_columns(table, metadata, mask, source)[:count] if count else []
         prefix, label = _MASKS[mask]
         if count and not found:
@@ -244,27 +243,27 @@ def global_signal_z(global_signal: np.ndarray) -> np.ndarray:
 
 
 def art_outliers(
-    fd: np.ndarray,
+    motion: np.ndarray,
     global_signal: np.ndarray | None,
-    fd_threshold: float | None,
+    motion_threshold: float | None,
     gs_z_threshold: float | None,
 ) -> np.ndarray:
-    """Return the outlier volumes CONN's ART finds (scan-to-scan motion or global-signal change).
+    """Return the outlier volumes ART finds (scan-to-scan motion or global-signal change).
 
     A change between volumes t-1 and t above a threshold flags both volumes, as ``art.m`` does
-    with CONN's "use diff" settings. Motion is fMRIPrep's framewise displacement (Power et al.
-    2012: summed absolute parameter changes, rotations on a 50 mm sphere), standing in for ART's
-    composite measure (the largest scan-to-scan displacement of six points on a box around the
-    brain); both are in mm and of similar size, but they are not equal.
+    with CONN's "use diff" settings; the z threshold is rounded to one decimal, as ``art.m`` does.
+    ``motion`` is ART's composite motion (:func:`~bids_ketamine_fc.participant.art.composite_motion`,
+    detector ``art``) or fMRIPrep's framewise displacement (Power et al. 2012: summed absolute
+    parameter changes, rotations on a 50 mm sphere; detector ``art-fd``), which is of similar
+    size but not equal.
 
     Parameters
     ----------
-    fd : numpy.ndarray
-        Framewise displacement per volume (NaN read as 0), after dropping non-steady-state
-        volumes.
+    motion : numpy.ndarray
+        Scan-to-scan motion per volume in mm (NaN read as 0).
     global_signal : numpy.ndarray or None
         Global signal per volume; needed when ``gs_z_threshold`` is set.
-    fd_threshold, gs_z_threshold : float or None
+    motion_threshold, gs_z_threshold : float or None
         Thresholds in mm and in robust z (:func:`global_signal_z`); None turns one off.
 
     Returns
@@ -272,33 +271,35 @@ def art_outliers(
     numpy.ndarray of bool
         True for outlier volumes.
     """
-    change = np.nan_to_num(np.asarray(fd, dtype=float), nan=0.0) > (fd_threshold or np.inf)
+    change = np.nan_to_num(np.asarray(motion, dtype=float), nan=0.0) > (motion_threshold or np.inf)
     if gs_z_threshold is not None:
-        change |= np.abs(global_signal_z(global_signal)) > gs_z_threshold
+        threshold = np.floor(gs_z_threshold * 10 + 0.5) / 10  # art.m: 0.1*round(z*10)
+        change |= np.abs(global_signal_z(global_signal)) > threshold
     outliers = change.copy()
     outliers[:-1] |= change[1:]
     return outliers
 
 
 def scrub_outliers(
-    strategy: Strategy, fd: np.ndarray, global_signal: np.ndarray | None = None
+    strategy: Strategy, motion: np.ndarray, global_signal: np.ndarray | None = None
 ) -> np.ndarray:
     """Return the volumes a strategy scrubs (bool, one per volume; none without scrubbing).
 
-    ``detector: art`` applies :func:`art_outliers`; ``detector: fd`` flags only the volumes
-    whose framewise displacement exceeds the threshold (XCP-D's censoring). Pass the series of
-    the kept volumes (non-steady-state volumes dropped); ``global_signal`` (e.g. the mean of
-    the masked BOLD, as ART's own) is needed when the strategy sets ``gs_z_threshold``.
+    ``detector: art`` and ``art-fd`` apply :func:`art_outliers` to ``motion`` (ART's composite
+    motion for ``art``, fMRIPrep's framewise displacement for ``art-fd``) and ``global_signal``
+    (ART's own for ``art``, the mean of the brain-masked BOLD for ``art-fd``); ``detector: fd``
+    flags only the volumes whose framewise displacement exceeds the threshold (XCP-D's
+    censoring). Pass the series of the kept volumes (non-steady-state volumes dropped).
     """
-    fd = np.nan_to_num(np.asarray(fd, dtype=float), nan=0.0)
+    motion = np.nan_to_num(np.asarray(motion, dtype=float), nan=0.0)
     scrub = strategy.scrub
     if scrub is None:
-        return np.zeros(fd.shape, dtype=bool)
+        return np.zeros(motion.shape, dtype=bool)
     if scrub.detector == "fd":
-        return fd > (scrub.fd_threshold or np.inf)
+        return motion > (scrub.fd_threshold or np.inf)
     if scrub.gs_z_threshold is not None and global_signal is None:
         raise ValueError(f"strategy '{strategy.name}' needs the global signal for scrubbing")
-    return art_outliers(fd, global_signal, scrub.fd_threshold, scrub.gs_z_threshold)
+    return art_outliers(motion, global_signal, scrub.fd_threshold, scrub.gs_z_threshold)
 
 
 def spike_regressors(outliers: np.ndarray) -> np.ndarray:

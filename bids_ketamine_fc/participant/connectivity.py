@@ -24,11 +24,12 @@ from bids_ketamine_fc.participant.denoising import (
     gaussian_sigma_vox,
     smooth_in_mask,
 )
+from bids_ketamine_fc.participant.weighting import remove_weighted_mean, weighted_sums
 from bids_ketamine_fc.utils.io import load_nifti, read_failure
 
-# Largest |r| kept before the Fisher transform, so a seed voxel correlating with itself stays finite.
-R_MAX = 1.0 - 1e-7
-_CHUNK_BYTES = 16 * 2**20  # read a few volumes at a time, into one buffer used again
+# Largest |r| kept before the Fisher transform (CONN's: 1 - eps), so z stays finite (about 18.7).
+R_MAX = 1.0 - np.finfo(float).eps
+_CHUNK_BYTES = 64 * 2**20
 
 
 @dataclass
@@ -42,7 +43,14 @@ class BrainSeries:
 
 @dataclass
 class SeedCorrelation:
-    """Sufficient statistics of one run's seed correlations (they add up across runs)."""
+    """Sufficient statistics of one run's seed correlations (they add up across runs).
+
+    The cleaned series ``x`` are those of the cleaning operator, scaled (percent signal change)
+    and, with CONN's hrf weighting, multiplied by the weights ``w``: ``cross``, ``voxel_ss`` and
+    ``seed_ss`` are sums of ``w^2 x x'``; the ``*_sum``/``*_wsum``/``weight_*`` fields, set for
+    weighted strategies only, remove the weighted mean over all runs together
+    (:mod:`~bids_ketamine_fc.participant.weighting`). Unweighted strategies centre each run.
+    """
 
     mask: np.ndarray  # 3D bool
     cross: np.ndarray  # (n_seeds, n_voxels): <seed, voxel> of the cleaned series
@@ -50,13 +58,24 @@ class SeedCorrelation:
     seed_ss: np.ndarray  # (n_seeds,): |seed|^2 of the cleaned, unsmoothed seed series
     seed_coef: np.ndarray  # (n_seeds, k): seed coefficients (basis @ coef.T gives the series)
     voxel_coef: np.ndarray | None = None  # (k, n_voxels) float32: cleaned, smoothed coefficients
+    voxel_sum: np.ndarray | None = None  # (n_voxels,): sum of w x
+    voxel_wsum: np.ndarray | None = None  # (n_voxels,): sum of w^2 x
+    seed_sum: np.ndarray | None = None  # (n_seeds,)
+    seed_wsum: np.ndarray | None = None  # (n_seeds,)
+    weight_sum: float = 0.0  # sum of w
+    weight_sq: float = 0.0  # sum of w^2
 
     def r(self) -> np.ndarray:
-        """Return Pearson r, shape (n_seeds, n_voxels); NaN where a voxel has no variance."""
-        denom = np.sqrt(np.outer(self.seed_ss, self.voxel_ss))
+        """Return (weighted) Pearson r, shape (n_seeds, n_voxels); NaN where a voxel has no variance."""
+        cross, voxel_ss, seed_ss = self.cross, self.voxel_ss, self.seed_ss
+        if self.voxel_sum is not None and self.weight_sum > 0:
+            cross, voxel_ss, seed_ss = remove_weighted_mean(
+                cross, voxel_ss, seed_ss, self.voxel_sum, self.voxel_wsum, self.seed_sum,
+                self.seed_wsum, self.weight_sum, self.weight_sq,
+            )  # fmt: skip
+        denom = np.sqrt(np.outer(np.maximum(seed_ss, 0), np.maximum(voxel_ss, 0)))
         with np.errstate(invalid="ignore", divide="ignore"):
-            r = np.where(denom > 0, self.cross / denom, np.nan)
-        return r.astype(np.float32)
+            return np.where(denom > 0, cross / denom, np.nan)
 
 
 def brain_voxel_index(mask: np.ndarray) -> np.ndarray:
@@ -64,7 +83,9 @@ def brain_voxel_index(mask: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.asarray(mask).ravel(order="F"))
 
 
-def read_brain_series(bold_file: Path, mask: np.ndarray, n_dummy: int = 0) -> BrainSeries:
+def read_brain_series(
+    bold_file: Path, mask: np.ndarray, n_dummy: int = 0, observers: tuple = ()
+) -> BrainSeries:
     """Stream the brain voxels of a 4D NIfTI into a ``(T, n_voxels)`` float32 array.
 
     Nibabel would first decode the whole 4D image (and a float64 copy with ``get_fdata``); reading the
@@ -78,6 +99,10 @@ def read_brain_series(bold_file: Path, mask: np.ndarray, n_dummy: int = 0) -> Br
         Brain mask on the same grid.
     n_dummy : int
         Initial volumes to skip.
+    observers : tuple
+        Objects whose ``update(volumes)`` receives each block of whole volumes, shape
+        ``(n, n_grid_voxels)``, float32 and scaled, voxels in Fortran order (ART's global signal
+        and the tissue voxels need voxels outside the brain mask); they copy what they keep.
 
     Returns
     -------
@@ -86,14 +111,16 @@ def read_brain_series(bold_file: Path, mask: np.ndarray, n_dummy: int = 0) -> Br
     fix = "re-run fMRIPrep for this run or restore the file"
     img = load_nifti(bold_file, "BOLD run", fix)
     try:
-        return _read_series(img, mask, n_dummy, bold_file)
+        return _read_series(img, mask, n_dummy, bold_file, observers)
     except (UserInputError, MemoryError):
         raise
     except Exception as err:  # truncated or corrupt data (gzip, ISA-L and numpy raise many types)
         raise read_failure(bold_file, "BOLD run", err, fix) from err
 
 
-def _read_series(img, mask: np.ndarray, n_dummy: int, bold_file: Path) -> BrainSeries:
+def _read_series(
+    img, mask: np.ndarray, n_dummy: int, bold_file: Path, observers: tuple = ()
+) -> BrainSeries:
     proxy = img.dataobj
     shape = img.shape
     n_vox_grid = int(np.prod(shape[:3]))
@@ -127,6 +154,8 @@ def _read_series(img, mask: np.ndarray, n_dummy: int, bold_file: Path) -> BrainS
             # While the block is in cache: the global signal, and a check for NaN or infinity.
             global_signal[start:stop] = part.mean(axis=1, dtype=np.float64)
             finite = finite and bool(np.isfinite(global_signal[start:stop]).all())
+            if observers:
+                _observe(observers, block, slope, inter)
     if not finite:
         bad = ~np.isfinite(out).all(axis=0)
         raise UserInputError(
@@ -148,6 +177,16 @@ def _skip(fobj, n_bytes: int) -> None:
         if not data:
             return
         n_bytes -= len(data)
+
+
+def _observe(observers: tuple, block: np.ndarray, slope: float, inter: float) -> None:
+    """Hand a block of whole volumes, scaled as the brain series, to every observer."""
+    values = np.asarray(block, dtype=np.float32)  # no copy for float32 files
+    if slope != 1.0 or inter != 0.0:
+        values = values * np.float32(slope)
+        values += np.float32(inter)
+    for observer in observers:
+        observer.update(values)
 
 
 def _open_image(path):
@@ -175,11 +214,11 @@ def seed_correlation(
     seed_voxels: list[np.ndarray],
     fwhm_mm: float,
     n_threads: int = 1,
+    scaling: str = "none",
 ) -> SeedCorrelation:
     """Correlate each seed's mean cleaned series with every voxel's cleaned, smoothed series.
 
     As CONN does, seed series come from the unsmoothed data and voxel series from the smoothed data.
-
     Each voxel's temporal mean is removed from ``series`` first, in place: the cleaning operator
     removes constants, so this changes nothing in exact arithmetic, but the float32 product with
     the operator then works on fluctuations of about the noise level instead of raw values of
@@ -192,6 +231,7 @@ def seed_correlation(
     mask : ndarray of bool, 3D
     affine : ndarray (4, 4)
     operator : CleaningOperator
+        With ``weights`` for CONN's hrf-weighted first level.
     seed_voxels : list of ndarray
         For each seed, positions of its voxels among the brain voxels.
     fwhm_mm : float
@@ -199,22 +239,34 @@ def seed_correlation(
     n_threads : int
         Threads of the product with the operator (BLAS) and of the smoothing (each thread takes
         some of the coefficient volumes).
+    scaling : {"none", "psc"}
+        ``psc``: voxel series times 100 / the run's mean over the brain mask, each seed's series
+        times 100 / its own mean (CONN's percent signal change, which weighs runs equally when
+        they are combined).
 
     Returns
     -------
     SeedCorrelation
     """
-    series -= series.mean(axis=0, dtype=np.float64).astype(series.dtype)
+    means = series.mean(axis=0, dtype=np.float64)
+    series -= means.astype(series.dtype)
+    voxel_scale = 100.0 / abs(means.mean()) if scaling == "psc" else 1.0
+    seed_scale = np.array(
+        [100.0 / abs(means[idx].mean()) if scaling == "psc" else 1.0 for idx in seed_voxels]
+    )
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(n_threads, user_api="blas"):  # the one product big enough to share
         coef = operator.coef.T @ series  # (k, n_voxels), float32
     seed_coef = np.stack([coef[:, idx].mean(axis=1) for idx in seed_voxels]).astype(np.float64)
+    seed_coef *= seed_scale[:, None]
     if fwhm_mm > 0:
         coef = _smooth_coefficients(coef, mask, affine, fwhm_mm, n_threads)
+    if voxel_scale != 1.0:
+        coef *= np.float32(voxel_scale)
     voxel_ss = np.einsum("kv,kv->v", coef, coef, dtype=np.float64)
     cross = seed_coef.astype(np.float32) @ coef
-    return SeedCorrelation(
+    corr = SeedCorrelation(
         mask=np.asarray(mask, dtype=bool),
         cross=cross.astype(np.float64),
         voxel_ss=voxel_ss,
@@ -222,6 +274,11 @@ def seed_correlation(
         seed_coef=seed_coef,
         voxel_coef=coef,
     )
+    if operator.weights is not None:
+        sums = weighted_sums(operator.basis, operator.weights, coef, seed_coef)
+        for name, value in sums.items():
+            setattr(corr, name, value)
+    return corr
 
 
 def reduce_dimensions(coef: np.ndarray, n_dims: int) -> np.ndarray:
@@ -292,15 +349,17 @@ def _bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
 
 
 def fisher_z(r: np.ndarray) -> np.ndarray:
-    """Return Fisher's z = artanh(r), with |r| clipped just below 1 so the result stays finite."""
-    return np.arctanh(np.clip(r, -R_MAX, R_MAX)).astype(np.float32)
+    """Return Fisher's z = artanh(r), with |r| clipped at 1 - eps as CONN does (float32)."""
+    return np.arctanh(np.clip(np.asarray(r, dtype=np.float64), -R_MAX, R_MAX)).astype(np.float32)
 
 
 def combine_runs(runs: list[SeedCorrelation]) -> SeedCorrelation:
     """Combine runs as CONN does, by concatenating their cleaned series.
 
-    Inner products of concatenated series are sums of the runs' inner products, so the combined r is
-    ``sum(cross) / sqrt(sum(seed_ss) * sum(voxel_ss))`` over the voxels present in every run.
+    Inner products of concatenated series are sums of the runs' inner products, so every
+    statistic of :class:`SeedCorrelation` is summed over the runs (on the voxels present in every
+    run); with CONN's weighting, :meth:`SeedCorrelation.r` then removes the weighted mean of the
+    concatenated series, as CONN's first level does.
 
     Parameters
     ----------
@@ -315,19 +374,21 @@ def combine_runs(runs: list[SeedCorrelation]) -> SeedCorrelation:
         return runs[0]
     common = np.logical_and.reduce([run.mask for run in runs])
     keep_all = brain_voxel_index(common)
-    cross = np.zeros((runs[0].cross.shape[0], keep_all.size))
-    voxel_ss = np.zeros(keep_all.size)
-    for run in runs:
-        position = np.searchsorted(brain_voxel_index(run.mask), keep_all)
-        cross += run.cross[:, position]
-        voxel_ss += run.voxel_ss[position]
-    return SeedCorrelation(
+    positions = [np.searchsorted(brain_voxel_index(run.mask), keep_all) for run in runs]
+    combined = SeedCorrelation(
         mask=common,
-        cross=cross,
-        voxel_ss=voxel_ss,
+        cross=sum(run.cross[:, at] for run, at in zip(runs, positions, strict=True)),
+        voxel_ss=sum(run.voxel_ss[at] for run, at in zip(runs, positions, strict=True)),
         seed_ss=np.sum([run.seed_ss for run in runs], axis=0),
         seed_coef=np.concatenate([run.seed_coef for run in runs], axis=1),
     )
+    if all(run.voxel_sum is not None for run in runs):
+        for name in ("voxel_sum", "voxel_wsum"):
+            total = sum(getattr(run, name)[at] for run, at in zip(runs, positions, strict=True))
+            setattr(combined, name, total)
+        for name in ("seed_sum", "seed_wsum", "weight_sum", "weight_sq"):
+            setattr(combined, name, sum(getattr(run, name) for run in runs))
+    return combined
 
 
 def to_volume(values: np.ndarray, mask: np.ndarray, fill: float = np.nan) -> np.ndarray:

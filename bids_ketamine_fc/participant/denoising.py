@@ -39,11 +39,19 @@ class CleaningOperator:
         Orthonormal columns: the cleaned series is ``basis @ coefficients``.
     n_regressors : int
         Columns of the regression design (constant, trends, confounds, spikes).
+    weights : ndarray, shape (n_volumes_out,), or None
+        CONN's first-level weights: the cleaned series is then ``weights * x`` (not centred).
     """
 
     coef: np.ndarray
     basis: np.ndarray
     n_regressors: int
+    weights: np.ndarray | None = None
+
+    def series(self, coefficients: np.ndarray) -> np.ndarray:
+        """Return the cleaned series (T_out, n) of coefficients (n, k), without the weights."""
+        series = self.basis @ np.asarray(coefficients, dtype=float).T
+        return series if self.weights is None else series / self.weights[:, None]
 
     @property
     def dof(self) -> int:
@@ -181,6 +189,7 @@ def build_operator(
     filt: dict | None,
     filter_order: str = "regbp",
     censor: bool = False,
+    weights: np.ndarray | None = None,
 ) -> CleaningOperator:
     """Build and factorise the cleaning operator of one run.
 
@@ -202,6 +211,9 @@ def build_operator(
         and regressors, then regression.
     censor : bool
         Drop the outlier volumes from the output.
+    weights : ndarray, shape (T,), optional
+        CONN's hrf weights (the ``Effect of rest``): the output is multiplied by them and not
+        centred (the weighted mean is removed from the statistics, over all runs together).
 
     Returns
     -------
@@ -219,12 +231,19 @@ def build_operator(
         raise ValueError(f"filter_order must be 'regbp' or 'simult', not {filter_order!r}")
     if censor:
         operator = operator[~outliers]
-    # Centre the output so that inner products of coefficients are covariances (Pearson r).
-    operator = operator - operator.mean(axis=0, keepdims=True)
+        weights = None if weights is None else np.asarray(weights, dtype=float)[~outliers]
+    if weights is None:
+        # Centre the output so that inner products of coefficients are covariances (Pearson r).
+        operator = operator - operator.mean(axis=0, keepdims=True)
+    else:
+        weights = np.maximum(np.asarray(weights, dtype=float), 0.0)  # conn_wdemean: max(0, w)
+        operator = weights[:, None] * operator
     u, s, vt = np.linalg.svd(operator, full_matrices=False)
     keep = s > s[0] * _RANK_TOL if s.size and s[0] > 0 else np.zeros_like(s, dtype=bool)
     coef = (vt[keep].T * s[keep]).astype(np.float32)
-    return CleaningOperator(coef=coef, basis=u[:, keep], n_regressors=design.shape[1])
+    return CleaningOperator(
+        coef=coef, basis=u[:, keep], n_regressors=design.shape[1], weights=weights
+    )
 
 
 def gaussian_sigma_vox(fwhm_mm: float, affine: np.ndarray) -> np.ndarray:

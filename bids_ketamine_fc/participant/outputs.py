@@ -74,6 +74,10 @@ def load_stats(path: str) -> tuple[SeedCorrelation, list[str], np.ndarray]:
             seed_ss=npz["seed_ss"],
             seed_coef=np.zeros((len(npz["seeds"]), 0)),
         )
+        if "voxel_sum" in npz:
+            for name in ("voxel_sum", "voxel_wsum", "seed_sum", "seed_wsum"):
+                setattr(corr, name, npz[name])
+            corr.weight_sum, corr.weight_sq = float(npz["weight_sum"]), float(npz["weight_sq"])
         return corr, [str(s) for s in npz["seeds"]], npz["affine"]
 
 

@@ -48,6 +48,11 @@ QC_COLUMNS = {
         "scrubbed volume (when scrubbing regresses), the constant and polynomial trends."
     },
     "regressors": {"Description": "The confound columns used, space separated."},
+    "compcor_source": {
+        "Description": "Where the aCompCor regressors came from: 'tissue maps' (computed as CONN "
+        "does from fMRIPrep's WM and CSF probability maps), 'fMRIPrep confounds' (the "
+        "w_comp_cor/c_comp_cor columns) or 'none'."
+    },
     "strategy": {"Description": "Name of the denoising strategy."},
     "notes": {"Description": "Notes on the denoising of this run (n/a when none)."},
     "dof": {
@@ -144,7 +149,7 @@ def write_report_data(path: Path, fd, outliers, n_dummy: int, tr: float, **denoi
         before = series[:, positions].astype(np.float32)
         mean = before.mean(axis=0, dtype=np.float64)
         scale = float(series.mean(dtype=np.float64))
-        after = operator.basis @ (operator.coef.T @ (before - mean).astype(np.float32))
+        after = operator.series((operator.coef.T @ (before - mean).astype(np.float32)).T)
         seeds = denoised["seeds"]
         content.update(
             carpet_before=before,

@@ -15,66 +15,25 @@ import numpy as np
 import pandas as pd
 
 from bids_ketamine_fc.config import RunOptions
-from bids_ketamine_fc.exceptions import UserInputError
-from bids_ketamine_fc.participant import confounds as cf
 from bids_ketamine_fc.participant.connectivity import (
     SeedCorrelation,
     fisher_z,
-    read_brain_series,
     reduce_dimensions,
     seed_correlation,
     to_volume,
 )
-from bids_ketamine_fc.participant.denoising import build_operator, lowpass_note
+from bids_ketamine_fc.participant.denoising import build_operator
 from bids_ketamine_fc.participant.qc import write_qc_table, write_report_data
+from bids_ketamine_fc.participant.regressors import RunConfounds, read_run
 from bids_ketamine_fc.participant.seed_grid import load_placed
 from bids_ketamine_fc.participant.seeds import load_seed_set, resolve_seeds, seed_index
 from bids_ketamine_fc.participant.strategy import Strategy
+from bids_ketamine_fc.participant.weighting import centred_coefficients
 from bids_ketamine_fc.utils.derivatives import set_header_space
 from bids_ketamine_fc.utils.io import atomic_write_tsv, save_img
 from bids_ketamine_fc.utils.timing import StageClock
 
 LOGGER = logging.getLogger("bids_ketamine_fc")
-
-
-def prepare_confounds(confounds_file: Path, strategy: Strategy, dummy_scans: int | None):
-    """Read a run's confounds for the volumes kept after dropping dummies.
-
-    Returns
-    -------
-    regressors : ndarray (T, n_regressors)
-    fd : ndarray (T,)
-        Framewise displacement (0 for the first volume).
-    n_dummy : int
-    names : list of str
-        The regressor columns.
-
-    Raises
-    ------
-    UserInputError
-        When the table lacks a column the strategy needs (named, with the file).
-    """
-    table, metadata = cf.load_confounds_table(Path(confounds_file))
-    if strategy.drop_non_steady_state or dummy_scans is not None:
-        n_dummy = cf.non_steady_state_count(table, dummy_scans)
-    else:
-        n_dummy = 0
-    regressors = cf.select_confounds(table, metadata, strategy, source=str(confounds_file))
-    if "framewise_displacement" in table:
-        fd = table["framewise_displacement"].fillna(0.0).to_numpy(float)
-    elif strategy.scrub is not None and strategy.scrub.fd_threshold:
-        raise UserInputError(
-            f"{confounds_file}: no framewise_displacement column, which scrubbing needs: "
-            "use a strategy without scrubbing or restore fMRIPrep's confounds table"
-        )
-    else:
-        fd = np.zeros(len(table))
-    return (
-        regressors.iloc[n_dummy:].to_numpy(float),
-        fd[n_dummy:],
-        n_dummy,
-        list(regressors.columns),
-    )
 
 
 def check_motion(regressors: np.ndarray, names: list[str], source: Path) -> list[str]:
@@ -111,7 +70,8 @@ def process_run(
     run : dict
         ``bold``, ``mask``, ``confounds``, ``tr``, ``prefix`` (``sub-X[_ses-Y]_task-Z[_run-N]``),
         ``space_prefix`` (with ``space``/``res``), ``space`` and optionally ``seeds_file`` (the
-        seeds already placed on the run's grid, :func:`~.seed_grid.save_placed`).
+        seeds already placed on the run's grid, :func:`~.seed_grid.save_placed`) and ``probseg``
+        (``{"GM"|"WM"|"CSF": path}``, fMRIPrep's tissue probability maps in the run's space).
     strategy : Strategy
         The denoising strategy.
     options : RunOptions
@@ -131,20 +91,16 @@ def process_run(
     """
     out_dir = Path(out_dir)
     clock = StageClock()
-    regressors, fd, n_dummy, names = prepare_confounds(
-        run["confounds"], strategy, options.dummy_scans
-    )
-    clock.lap("confounds")
     mask_img = nb.load(run["mask"])
     mask = np.asarray(mask_img.dataobj) > 0
     resolved = _run_seeds(run, mask_img, options)
     clock.lap("seeds")
-    series = read_brain_series(Path(run["bold"]), mask, n_dummy)
+    data = read_run(run, strategy, mask_img, options.dummy_scans)
     clock.lap("read")
-    outliers = cf.scrub_outliers(strategy, fd, series.global_signal)
-    qc = _run_qc(strategy, fd, n_dummy, outliers, series.tsnr, names)
-    notes = [lowpass_note(strategy.filter.high if strategy.filter else None, run["tr"])]
-    qc["notes"] = "; ".join(note for note in notes if note) or "n/a"
+    series, outliers = data.series, data.outliers
+    fd, n_dummy = data.confounds.fd, data.confounds.n_dummy
+    qc = _run_qc(strategy, data.confounds, outliers, series.tsnr, data.names)
+    qc["notes"] = "; ".join(data.notes) or "n/a"
     report = out_dir / "report_data.npz"
     if qc["n_kept"] < options.min_volumes:
         reason = f"{qc['n_kept']} volumes left after scrubbing"
@@ -155,13 +111,14 @@ def process_run(
     censor = strategy.scrub is not None and strategy.scrub.method == "censor"
     filt = strategy.to_dict().get("filter")
     operator = build_operator(
-        regressors,
+        data.regressors,
         outliers,
         run["tr"],
         strategy.detrend,
         filt,
         strategy.filter_order,
         censor=censor,
+        weights=data.weights,
     )
     qc["dof"] = operator.dof
     qc["n_regressors"] = operator.n_regressors
@@ -176,9 +133,10 @@ def process_run(
     if operator.dof < 3:
         return _excluded(run, qc, out_dir, f"only {operator.dof} temporal degrees of freedom left")
     corr = seed_correlation(
-        series.data, mask, mask_img.affine, operator, seeds, options.smoothing_fwhm, n_threads
-    )
-    del series
+        series.data, mask, mask_img.affine, operator, seeds, options.smoothing_fwhm, n_threads,
+        strategy.scaling,
+    )  # fmt: skip
+    del series, data
     clock.lap("correlation")
     files = _write_run_files(
         run, corr, operator, resolved, qc, strategy, options, out_dir, outliers
@@ -189,7 +147,9 @@ def process_run(
     reduced = None
     if options.reduced_dims > 0:
         reduced = str(out_dir / "reduced.npy")
-        np.save(reduced, reduce_dimensions(corr.voxel_coef, options.reduced_dims))
+        # the weighted-centred coefficients have one row more than their rank, operator.dof
+        dims = min(options.reduced_dims, operator.dof)
+        np.save(reduced, reduce_dimensions(centred_coefficients(corr, operator), dims))
     qc.update(included=True, exclusion_reason="n/a")
     files["qc"] = _write_qc(qc, run, out_dir)
     clock.lap("reduced data")
@@ -215,8 +175,9 @@ def _run_seeds(run: dict, mask_img, options: RunOptions):
     return resolve_seeds(seeds, mask_img, run["space"], options.min_seed_coverage, placed)
 
 
-def _run_qc(strategy: Strategy, fd, n_dummy: int, outliers, tsnr, names: list[str]) -> dict:
+def _run_qc(strategy: Strategy, confounds: RunConfounds, outliers, tsnr, names: list[str]) -> dict:
     """Return the run's QC row before the operator is built (volumes, motion, tSNR, regressors)."""
+    fd, n_dummy = confounds.fd, confounds.n_dummy
     return {
         "mean_fd": float(np.mean(fd)) if fd.size else 0.0,
         "n_volumes": int(n_dummy + fd.size),
@@ -227,12 +188,15 @@ def _run_qc(strategy: Strategy, fd, n_dummy: int, outliers, tsnr, names: list[st
         "n_confounds": len(names),
         "n_regressors": len(names) + int(outliers.sum()) + strategy.detrend + 1,
         "regressors": " ".join(names),
+        "compcor_source": confounds.compcor_source,
         "strategy": strategy.name,
     }
 
 
 def _save_stats(path: Path, corr: SeedCorrelation, seeds: list[str], affine) -> Path:
     """Write the run's sufficient statistics (combined across runs by :mod:`.outputs`)."""
+    names = ("voxel_sum", "voxel_wsum", "seed_sum", "seed_wsum", "weight_sum", "weight_sq")
+    weighted = {name: getattr(corr, name) for name in names} if corr.voxel_sum is not None else {}
     np.savez(
         path,
         mask=corr.mask,
@@ -241,6 +205,7 @@ def _save_stats(path: Path, corr: SeedCorrelation, seeds: list[str], affine) -> 
         seed_ss=corr.seed_ss,
         seeds=np.array(seeds),
         affine=affine,
+        **weighted,
     )
     return path
 
@@ -283,6 +248,7 @@ def map_sidecar(
         "VolumesScrubbed": qc["n_scrubbed"],
         "VolumesKept": qc["n_kept"],
         "DegreesOfFreedom": qc["dof"],
+        "CompCorSource": qc.get("compcor_source", "none"),
         "DenoisingNotes": [] if qc.get("notes", "n/a") == "n/a" else qc["notes"].split("; "),
         "Sources": sources,
         "SoftwareVersions": software_versions(),
@@ -321,7 +287,7 @@ def _write_run_files(
         files[f"seed-{item.seed.name}-json"] = f"{stem}.json"
     names = [item.seed.name for item in resolved]
     ts_path = out_dir / f"{run['prefix']}_desc-seeds_timeseries.tsv"
-    atomic_write_tsv(pd.DataFrame(operator.basis @ corr.seed_coef.T, columns=names), ts_path)
+    atomic_write_tsv(pd.DataFrame(operator.series(corr.seed_coef), columns=names), ts_path)
     rows = np.arange(qc["n_dummy"], qc["n_volumes"])
     if strategy.scrub is not None and strategy.scrub.method == "censor":
         rows = rows[~outliers]

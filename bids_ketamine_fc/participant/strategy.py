@@ -19,32 +19,51 @@ import yaml
 from bids_ketamine_fc.exceptions import UsageError, UserInputError
 
 EXPANSIONS = ("none", "basic", "derivatives", "power2", "full")
-DETECTORS = ("art", "fd")
+DERIVATIVES = ("fmriprep", "conn")
+COMPCOR_METHODS = ("fmriprep", "conn")
+DETECTORS = ("art", "art-fd", "fd")
 SCRUB_METHODS = ("regress", "censor")
 FILTER_TYPES = ("fft", "butterworth")
 FILTER_ORDERS = ("regbp", "simult")
+SCALINGS = ("none", "psc")
+WEIGHTINGS = ("none", "hrf")
 # Keys of a strategy file and the type (or the choices) of each value; null is always allowed.
 _SCHEMA: dict[str, Any] = {
     "name": str,
     "description": str,
     "confounds": {"motion": EXPANSIONS, "wm_csf": EXPANSIONS, "global_signal": EXPANSIONS,
-                  "compcor": {"wm": int, "csf": int, "combined": int}, "cosine": bool},
+                  "derivatives": DERIVATIVES, "effect_of_rest": bool,
+                  "compcor": {"wm": int, "csf": int, "combined": int, "method": COMPCOR_METHODS},
+                  "cosine": bool},
     "scrub": {"detector": DETECTORS, "fd_threshold": float, "gs_z_threshold": float,
               "method": SCRUB_METHODS},
     "detrend": int,
     "filter": {"type": FILTER_TYPES, "low": float, "high": float, "order": int},
     "filter_order": FILTER_ORDERS,
     "drop_non_steady_state": bool,
+    "scaling": SCALINGS,
+    "weighting": WEIGHTINGS,
 }  # fmt: skip
 
 
 @dataclass(frozen=True)
 class CompCor:
-    """Numbers of aCompCor components: per mask (``wm``, ``csf``) or of the ``combined`` mask."""
+    """aCompCor components: per mask (``wm``, ``csf``) or of the ``combined`` mask.
+
+    ``method`` says where they come from: ``fmriprep`` (the confounds table's columns) or ``conn``
+    (computed as CONN does from fMRIPrep's tissue probability maps, see
+    :mod:`~bids_ketamine_fc.participant.compcor`).
+    """
 
     wm: int = 0
     csf: int = 0
     combined: int = 0
+    method: str = "fmriprep"
+
+    @property
+    def counts(self) -> tuple[int, int, int]:
+        """Return the numbers of components ``(wm, csf, combined)``."""
+        return (self.wm, self.csf, self.combined)
 
 
 @dataclass(frozen=True)
@@ -71,10 +90,15 @@ class TemporalFilter:
 class Strategy:
     """A validated denoising strategy: the keys of the preset files, ``confounds`` flattened.
 
-    ``motion``, ``wm_csf`` and ``global_signal`` are one of :data:`EXPANSIONS`; ``scrub`` and
-    ``filter`` are None when off; ``filter_order`` is ``"regbp"`` (regress, then filter) or
-    ``"simult"`` (filter data and regressors, then regress); ``source`` says where the strategy
-    came from (``preset:<name>`` or a file path) and is not part of :meth:`to_dict`.
+    ``motion``, ``wm_csf`` and ``global_signal`` are one of :data:`EXPANSIONS`; ``derivatives``
+    says how their first derivatives are taken (``fmriprep``: the table's backward differences;
+    ``conn``: CONN's central differences); ``effect_of_rest`` adds CONN's ``Effect of rest`` and
+    its derivative; ``scrub`` and ``filter`` are None when off; ``filter_order`` is ``"regbp"``
+    (regress, then filter) or ``"simult"`` (filter data and regressors, then regress); ``scaling``
+    ``psc`` scales each run to percent signal change before runs are combined; ``weighting``
+    ``hrf`` weights the first-level correlation by the ``Effect of rest`` (CONN); ``source`` says
+    where the strategy came from (``preset:<name>`` or a file path) and is not part of
+    :meth:`to_dict`.
     """
 
     name: str
@@ -82,6 +106,8 @@ class Strategy:
     motion: str = "none"
     wm_csf: str = "none"
     global_signal: str = "none"
+    derivatives: str = "fmriprep"
+    effect_of_rest: bool = False
     compcor: CompCor = field(default_factory=CompCor)
     cosine: bool = False
     scrub: Scrub | None = None
@@ -89,13 +115,16 @@ class Strategy:
     filter: TemporalFilter | None = None
     filter_order: str = "regbp"
     drop_non_steady_state: bool = True
+    scaling: str = "none"
+    weighting: str = "none"
     source: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """Return the strategy in the layout of the YAML files (loadable again as a file)."""
         flat = dataclasses.asdict(self)
         flat["confounds"] = {key: flat[key] for key in _SCHEMA["confounds"]}
-        flat["confounds"]["compcor"] = {k: v for k, v in flat["compcor"].items() if v}
+        counts = {k: v for k, v in flat["compcor"].items() if v and k != "method"}
+        flat["confounds"]["compcor"] = {**counts, "method": self.compcor.method} if counts else {}
         return {key: flat[key] for key in _SCHEMA}
 
 
@@ -209,9 +238,13 @@ def _parse_strategy(data: dict, origin: str, source: str) -> Strategy:
     problems = [
         (not (spec.get("name") or "").strip(), "'name' must be a non-empty text"),
         (compcor.combined and (compcor.wm or compcor.csf), "'compcor' takes wm/csf or combined"),
+        (compcor.method == "conn" and compcor.combined,
+         "'compcor.method: conn' takes wm/csf (CONN has no combined mask)"),
+        (spec.get("weighting") == "hrf" and not conf.get("effect_of_rest"),
+         "'weighting: hrf' needs 'confounds.effect_of_rest: true' (the weights are that regressor)"),
         (spec.get("detrend", 1) not in (0, 1, 2, 3, None), "'detrend' must be 0, 1, 2 or 3"),
         (scrub and scrub.detector == "fd" and scrub.gs_z_threshold is not None,
-         "'scrub.gs_z_threshold' needs 'detector: art'"),
+         "'scrub.gs_z_threshold' needs 'detector: art' or 'art-fd'"),
         (scrub and not scrub.fd_threshold and scrub.gs_z_threshold is None,
          "'scrub' needs fd_threshold and/or gs_z_threshold ('scrub: null' turns it off)"),
         (filt and not filt.low and not filt.high,
@@ -227,7 +260,10 @@ def _parse_strategy(data: dict, origin: str, source: str) -> Strategy:
     if filt:
         filt = dataclasses.replace(filt, low=filt.low or None, high=filt.high or None)
     others = _present(
-        {k: spec.get(k) for k in ("detrend", "filter_order", "drop_non_steady_state")}
+        {
+            k: spec.get(k)
+            for k in ("detrend", "filter_order", "drop_non_steady_state", "scaling", "weighting")
+        }
     )
     return Strategy(
         name=spec["name"].strip(), description=" ".join((spec.get("description") or "").split()),

@@ -99,6 +99,11 @@ def write_participant_report(
             f"<p><b>Excluded:</b> {html.escape(str(row['run']))}: "
             f"{html.escape(str(row['exclusion_reason']))}</p>"
         )
+    noted = qc[qc["notes"].fillna("n/a") != "n/a"] if "notes" in qc else qc.iloc[:0]
+    for _, row in noted.iterrows():
+        parts.append(
+            f"<p><b>Note:</b> {html.escape(str(row['run']))}: {html.escape(str(row['notes']))}</p>"
+        )
     if maps:
         parts += [
             "<h2>Seed-to-voxel connectivity (subject level)</h2>",

@@ -107,6 +107,7 @@ def _run_dict(run: RunInputs, fmriprep_dir) -> dict:
         "space": run.entities["space"],
         "seeds_file": str(run.seeds_file) if run.seeds_file else "",
         "sources": sources,
+        "probseg": {label: str(path) for label, path in run.probseg.items()},
     }
 
 
