@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from bids_ketamine_fc.config import RunOptions
-from bids_ketamine_fc.participant.art import ArtGlobalSignal, composite_motion
+from bids_ketamine_fc.participant.art import ArtGlobalSignal, SpmGlobal, composite_motion
 from bids_ketamine_fc.participant.compcor import TissueSeries, conn_components, tissue_mask
 from bids_ketamine_fc.participant.confounds import art_outliers
 from bids_ketamine_fc.participant.connectivity import brain_voxel_index
@@ -89,11 +89,34 @@ def test_art_measures_and_outliers_equal_art():
         art = ArtGlobalSignal(brain)
         art.update(flat[:60])  # two blocks, as the reader hands them
         art.update(flat[60:])
-        signal = art.signal(flat[:, brain])
+        signal = art.signal(flat[:, brain], flat[:, brain].mean(axis=1, dtype=np.float64))
         expected = np.array(REF["art_global_signal"][run - 1])
         assert np.abs(signal - expected).max() < 1e-8 * np.abs(expected).max() + 1e-7
         flagged.append(art_outliers(composite_motion(motion(run)), signal, 0.9, 5.0))
     assert (np.flatnonzero(np.concatenate(flagged)) + 1).tolist() == REF["art_outliers"]
+
+
+def test_art_global_signal_mask_and_spm_global_fallback():
+    rng = np.random.default_rng(5)
+    volumes = rng.uniform(0, 5, (12, 2000)).astype(np.float32)
+    volumes[:, :300] += 1000  # a "head" of 300 voxels, the first 100 the brain mask
+    volumes[3, :3] = 1  # three brain voxels and ...
+    volumes[7, 200:202] = 1  # ... two other head voxels dip below 1/8 of the mean once
+    art = ArtGlobalSignal(np.arange(100))
+    art.update(volumes[:5])  # blocks, as the reader hands them
+    art.update(volumes[5:])
+    brain = volumes[:, :100]
+    signal = art.signal(brain, brain.mean(axis=1, dtype=np.float64))
+    keep = np.r_[3:200, 202:300]  # voxels above the threshold in every volume
+    assert np.allclose(signal, volumes[:, keep].mean(axis=1, dtype=np.float64), rtol=1e-12)
+    small = volumes[:, 150:]  # a head of 150 of 1850 voxels: under a tenth, ART uses spm_global
+    art = ArtGlobalSignal(np.arange(100, 150))
+    art.update(small)
+    assert art.signal(small[:, 100:150], small[:, 100:150].mean(axis=1)) is None
+    spm = SpmGlobal()
+    spm.update(small)
+    expected = [v[v > v.mean() / 8].mean() for v in small.astype(float)]
+    assert np.allclose(np.concatenate(spm.values), expected, rtol=1e-12)
 
 
 def test_compcor_from_tissue_maps_spans_conns_components():

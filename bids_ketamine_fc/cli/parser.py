@@ -185,7 +185,8 @@ def _add_denoising(parser: argparse.ArgumentParser) -> None:
         dest="fd_threshold",
         type=_positive_float,
         default=None,
-        help="framewise displacement (mm) above which a volume is scrubbed (default: the strategy's)",
+        help="motion (mm) above which a volume is scrubbed: ART's composite motion for the conn "
+        "presets, framewise displacement otherwise (default: the strategy's)",
     )
     g.add_argument(
         "--dummy-scans",

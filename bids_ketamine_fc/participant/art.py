@@ -82,8 +82,9 @@ class ArtGlobalSignal:
     """ART's global signal of one run, computed from every voxel of every volume as it is read.
 
     ART's mask holds the voxels above 1/8 of their volume's mean in every volume, so it is known
-    only at the end: the values of the voxels that pass in the first volume are kept (those inside
-    the brain mask come from the brain series; the others are gathered here).
+    only at the end: the values of the voxels that pass in the first volumes are kept (those
+    inside the brain mask come from the brain series; the others are gathered here). A volume's
+    mean is summed in float32 (relative error about 1e-7, for a threshold).
 
     Parameters
     ----------
@@ -94,20 +95,12 @@ class ArtGlobalSignal:
     def __init__(self, brain_index: np.ndarray):
         self.brain_index = np.asarray(brain_index)
         self.candidates: np.ndarray | None = None  # bool over the grid: above threshold so far
-        self.outside: np.ndarray | None = None  # flat positions outside the brain, first volume
+        self.outside: np.ndarray | None = None  # flat positions outside the brain, first block
         self.outside_values: list[np.ndarray] = []
-        self.spm_global: list[np.ndarray] = []
 
     def update(self, volumes: np.ndarray) -> None:
         """Take a block of volumes, shape (n, n_grid_voxels), float32, Fortran voxel order."""
-        total = volumes.sum(axis=1, dtype=np.float64)
-        count = np.full(volumes.shape[0], volumes.shape[1])
-        if not np.isfinite(total).all():  # NaN voxels do not count (art.m: mean(data(~isnan)))
-            finite = np.isfinite(volumes)
-            count = finite.sum(axis=1)
-            total = np.add.reduce(volumes, axis=1, dtype=np.float64, where=finite)
-        threshold = total / count / 8.0
-        above = volumes > threshold[:, None]
+        above = volumes > _thresholds(volumes)[:, None]
         block_mask = above.all(axis=0)
         if self.candidates is None:
             self.candidates = block_mask.copy()
@@ -117,22 +110,53 @@ class ArtGlobalSignal:
         else:
             self.candidates &= block_mask
         self.outside_values.append(volumes[:, self.outside])
-        with np.errstate(invalid="ignore", divide="ignore"):
-            self.spm_global.append(
-                np.add.reduce(volumes, axis=1, dtype=np.float64, where=above)
-                / np.count_nonzero(above, axis=1)
-            )
 
-    def signal(self, brain_series: np.ndarray) -> np.ndarray:
-        """Return the global signal per volume, given the brain series (T, n_brain) read alongside."""
+    def signal(self, brain_series: np.ndarray, brain_mean: np.ndarray) -> np.ndarray | None:
+        """Return the global signal per volume, or None when ART would use ``spm_global``.
+
+        Parameters
+        ----------
+        brain_series : numpy.ndarray (T, n_brain)
+            The brain series read alongside (not yet demeaned).
+        brain_mean : numpy.ndarray (T,)
+            Its mean per volume (the reader's ``global_signal``).
+        """
         mask = self.candidates
-        if mask is None:
-            return np.zeros(brain_series.shape[0])
-        if mask.sum() < mask.size / 10:
-            return np.concatenate(self.spm_global)
-        brain_keep = mask[self.brain_index]
-        outside_keep = mask[self.outside]
-        total = brain_series[:, brain_keep].sum(axis=1, dtype=np.float64)
+        if mask is None or mask.sum() < mask.size / 10:
+            return None
+        left_out = ~mask[self.brain_index]
+        total = brain_mean * self.brain_index.size
+        if left_out.any():
+            total = total - brain_series[:, left_out].sum(axis=1, dtype=np.float64)
         outside = np.concatenate(self.outside_values, axis=0)
-        total += outside[:, outside_keep].sum(axis=1, dtype=np.float64)
+        total = total + outside[:, mask[self.outside]].sum(axis=1, dtype=np.float64)
         return total / mask.sum()
+
+
+class SpmGlobal:
+    """SPM's ``spm_global`` of every volume: the mean of the voxels above 1/8 of the volume's mean.
+
+    ART uses it when its own mask holds fewer than a tenth of the voxels (a second reading of the
+    file, rarely needed).
+    """
+
+    def __init__(self):
+        self.values: list[np.ndarray] = []
+
+    def update(self, volumes: np.ndarray) -> None:
+        """Take a block of volumes, shape (n, n_grid_voxels), float32."""
+        above = volumes > _thresholds(volumes)[:, None]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            total = np.add.reduce(volumes, axis=1, dtype=np.float64, where=above)
+            self.values.append(total / np.count_nonzero(above, axis=1))
+
+
+def _thresholds(volumes: np.ndarray) -> np.ndarray:
+    """Return 1/8 of each volume's mean over its finite voxels (float32)."""
+    total = volumes.sum(axis=1)
+    count = np.full(volumes.shape[0], volumes.shape[1])
+    if not np.isfinite(total).all():  # NaN voxels do not count (art.m: mean(data(~isnan(data))))
+        finite = np.isfinite(volumes)
+        count = finite.sum(axis=1)
+        total = np.add.reduce(volumes, axis=1, dtype=np.float64, where=finite)
+    return (total / count / 8.0).astype(np.float32)

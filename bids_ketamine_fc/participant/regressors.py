@@ -19,7 +19,7 @@ import numpy as np
 
 from bids_ketamine_fc.exceptions import UserInputError
 from bids_ketamine_fc.participant import confounds as cf
-from bids_ketamine_fc.participant.art import ArtGlobalSignal, composite_motion
+from bids_ketamine_fc.participant.art import ArtGlobalSignal, SpmGlobal, composite_motion
 from bids_ketamine_fc.participant.compcor import TissueMask, TissueSeries, conn_components
 from bids_ketamine_fc.participant.connectivity import (
     BrainSeries,
@@ -287,7 +287,13 @@ def read_run(run: dict, strategy: Strategy, mask_img, dummy_scans: int | None) -
     tissue = TissueSeries(masks) if usable else None
     observers = tuple(item for item in (art, tissue) if item is not None)
     series = read_brain_series(Path(run["bold"]), mask, confounds.n_dummy, observers)
-    art_global = art.signal(series.data) if art is not None else None
+    art_global = art.signal(series.data, series.global_signal) if art is not None else None
+    if art is not None and art_global is None:  # ART's mask is too small: spm_global instead
+        spm = SpmGlobal()
+        one_voxel = np.zeros(mask.shape, bool)
+        one_voxel.flat[np.flatnonzero(mask)[:1]] = True
+        read_brain_series(Path(run["bold"]), one_voxel, confounds.n_dummy, (spm,))
+        art_global = np.concatenate(spm.values)
     outliers = find_outliers(strategy, confounds, series.global_signal, art_global)
     extra, names, weights = conn_regressors(strategy, confounds, outliers, run["tr"], tissue)
     notes = [lowpass_note(strategy.filter.high if strategy.filter else None, run["tr"])]
