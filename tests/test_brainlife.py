@@ -69,6 +69,10 @@ def participant_task(demo_run, tmp_path_factory):
     config["regressors_json"] = _stage(
         Path(f"{confounds}.json"), staged / "regress" / "regressors.json"
     )
+    anat = func.parent / "anat"
+    for label in ("GM", "WM", "CSF"):  # the tissue maps: CONN's aCompCor, as the BIDS-App's run
+        name = f"sub-01_space-{SPACE}_res-2_label-{label}_probseg.nii.gz"
+        config[label.lower()] = _stage(anat / name, staged / "anat" / f"{label.lower()}.nii.gz")
     sidecar = json.loads((func / f"{stem}_desc-preproc_bold.json").read_text())
     config["_inputs"][0]["meta"] |= {"subject": "01", "RepetitionTime": sidecar["RepetitionTime"]}
     task = base / "task"

@@ -9,7 +9,10 @@ and ``product.json`` (messages and key numbers). ``config.json`` says which leve
 - participant: ``bold`` (fMRIPrep's preprocessed BOLD, neuro/func/task), ``mask`` (its brain
   mask, neuro/mask) and ``regressors`` (its confounds, neuro/func/regressors, with
   ``regressors_json``), one file each or lists of the same length for several runs of the
-  subject; writes ``fc/`` (the participant's outputs, a BIDS-Derivatives dataset) and
+  subject; optionally ``gm``, ``wm``, ``csf`` (fMRIPrep's tissue probability maps in the same
+  space, from which the ``conn`` presets compute CONN's aCompCor; without them fMRIPrep's
+  aCompCor columns are used, with a note); writes ``fc/`` (the participant's outputs, a
+  BIDS-Derivatives dataset) and
   ``html/index.html`` (its report).
 - group: ``fc`` (a list of participant outputs) and ``phenotype`` (a TSV with
   ``participant_id`` and the pain scores); writes ``group/`` and ``html/`` (the group report).
@@ -149,6 +152,10 @@ def _fmriprep_tree(config: dict, bids: Path, space: str) -> str:
         sidecar = {k: meta[k] for k in ("RepetitionTime", "TaskName") if k in meta}
         if sidecar:  # brainlife's meta of fMRIPrep's BOLD holds its sidecar
             outputs.write_json(Path(f"{bold}_bold.json"), sidecar)
+    anat = fmriprep / f"sub-{subject}" / "anat"
+    for label in ("GM", "WM", "CSF"):  # optional tissue maps: CONN's own aCompCor (conn presets)
+        for path in _paths(config, label.lower())[:1]:
+            _link(path, anat / f"sub-{subject}_space-{space}_label-{label}_probseg.nii.gz")
     return subject
 
 
