@@ -21,6 +21,7 @@ from bids_ketamine_fc.exceptions import (
     UsageError,
     UserInputError,
 )
+from bids_ketamine_fc.utils.probseg import tissue_maps
 
 _LABEL = re.compile(r"^[A-Za-z0-9]+$")
 SUPPORTED_SPACES = ("MNI152NLin2009cAsym", "MNI152NLin6Asym")
@@ -357,39 +358,6 @@ def _attempt(errors: list, function, *args, **kwargs):
     except UserInputError as err:
         errors.append(err)
         return None
-
-
-def tissue_maps(layout, subject: str, entities: dict) -> dict:
-    """Find fMRIPrep's tissue probability maps of a subject in the run's space (any resolution).
-
-    ``anat/sub-X[_ses-Y]_space-<S>[_res-<R>]_label-{GM,WM,CSF}_probseg.nii.gz``: the run's session
-    is preferred when the anatomy is per session, then the finest resolution (as CONN imports
-    the anatomical images fMRIPrep wrote; it samples them on the BOLD grid).
-
-    Returns
-    -------
-    dict
-        ``{"GM"|"WM"|"CSF": Path}`` for the labels found (empty when none).
-    """
-    found = {}
-    for label in ("GM", "WM", "CSF"):
-        files = layout.get(
-            subject=subject, space=entities["space"], label=label, suffix="probseg",
-            extension=[".nii.gz", ".nii"], return_type="file",
-        )  # fmt: skip
-        if files:
-            found[label] = Path(min(files, key=lambda f: _map_rank(f, entities.get("session"))))
-    return found
-
-
-def _map_rank(path: str, session: str | None) -> tuple:
-    """Order tissue maps: the run's session (or no session) first, then smaller voxels first."""
-    other_session = "_ses-" in Path(path).name and f"_ses-{session}_" not in Path(path).name
-    try:
-        voxel = float(np.prod(nb.load(path).header.get_zooms()[:3]))
-    except (OSError, ValueError, nb.filebasedimages.ImageFileError):
-        voxel = np.inf  # unreadable: last choice (reading it later names the file)
-    return (other_session, voxel, path)
 
 
 def _one(layout, bold: str, what: str, **query) -> Path:
