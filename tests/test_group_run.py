@@ -129,6 +129,15 @@ def test_run_group_finds_the_planted_cluster(tmp_path, tf_home, space, orientati
 
     missing = [str(p) for p in _expected_files(settings) if not p.is_file()]
     assert not missing
+    report = (settings.output_dir / "group" / "group.html").read_text()
+    expected = ("Group sizes per model", "Responders vs non-responders: motion", "mean_fd",
+                "Design matrices", "Seed mPFC", "R mean", "peak label", "Left Thalamus",
+                "no cluster survives p(FWE) &lt; 0.05</span>; the unthresholded z map is shown")  # fmt: skip
+    for text in expected:
+        assert text in report, text
+    comparison = pd.read_csv(settings.output_dir / "group" / "group_comparison.tsv", sep="\t")
+    assert list(comparison["variable"]) == ["age", "mean_fd", "scrubbed_percent", "pain_pre",
+                                            "pain_post"]  # fmt: skip
     table = pd.read_csv(settings.output_dir / "group" / "clusters.tsv", sep="\t")
     assert list(table.columns) == list(clusters.COLUMNS)
     significant = table[table["p_fwe"] < 0.05]

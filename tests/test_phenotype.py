@@ -83,6 +83,7 @@ def test_join_groups_and_exclusion_reasons(dataset):
         "included",
         "exclusion_reason",
         "mean_fd",
+        "scrubbed_percent",
     ]
     assert table.loc["sub-01", "group"] == "R" and table.loc["sub-01", "improvement"] == 0.5
     assert table.loc["sub-02", "group"] == "NR" and table.loc["sub-02", "improvement"] == 0.4
@@ -147,20 +148,23 @@ def test_phenotype_option_reads_one_file(dataset):
     assert table.loc["sub-01", "group"] == "R" and table.loc["sub-02", "group"] == "NR"
 
 
-def test_mean_fd_averages_included_runs(dataset):
+def test_mean_fd_and_scrubbed_percent_over_included_runs(dataset):
     out = dataset / "out"
     func = out / "sub-01" / "ses-1" / "func"
-    for name, fd, included in (
-        ("task-rest_run-1", 0.2, True),
-        ("task-rest_run-2", 0.4, True),
-        ("task-rest_run-3", 3.0, False),  # excluded run
-        ("task-other", 9.0, True),  # another task
+    for name, fd, scrubbed, included in (
+        ("task-rest_run-1", 0.2, 4, True),
+        ("task-rest_run-2", 0.4, 16, True),
+        ("task-rest_run-3", 3.0, 90, False),  # excluded run
+        ("task-other", 9.0, 50, True),  # another task
     ):
         qc = func / f"sub-01_ses-1_{name}_desc-denoising_qc.tsv"
-        _tsv(qc, [{"mean_fd": fd, "included": included}])
+        row = {"mean_fd": fd, "n_volumes": 102, "n_dummy": 2, "n_scrubbed": scrubbed}
+        _tsv(qc, [row | {"included": included}])
     table = _table(dataset)
     assert table.loc["sub-01", "mean_fd"] == pytest.approx(0.3)
+    assert table.loc["sub-01", "scrubbed_percent"] == pytest.approx(100 * 20 / 200)
     assert np.isnan(table.loc["sub-02", "mean_fd"])
+    assert np.isnan(table.loc["sub-02", "scrubbed_percent"])
 
 
 @pytest.mark.parametrize(

@@ -31,15 +31,22 @@ def run_group(settings: Settings) -> int:
     Interrupted
         On ``SIGINT``/``SIGTERM`` (``detail`` says what is left).
     """
+    import json
+
     from bids_ketamine_fc.group.run import analyse_group
     from bids_ketamine_fc.reports.behaviour import write_figures
+    from bids_ketamine_fc.reports.citation import read_settings, write_citation
     from bids_ketamine_fc.reports.group import write_group_report
 
     start = time.monotonic()
     try:
         results = analyse_group(settings)
         write_figures(settings.output_dir, results.index, results.behaviour)
-        write_group_report(settings, results.index, results.subjects, results.clusters)
+        participant = read_settings(settings.output_dir, "participant")
+        methods = write_citation(settings.output_dir, participant, json.loads(settings.to_json()))
+        write_group_report(
+            settings, results.index, results.subjects, results.clusters, results.comparison, methods
+        )
     except Interrupted as err:
         err.detail = (
             f"{settings.output_dir / 'group'} is incomplete (each file in it is whole); "

@@ -222,6 +222,7 @@ def run_participant(
         On ``SIGINT``/``SIGTERM``, with the summary written and ``detail`` set.
     """
     from bids_ketamine_fc.cli.execution import choose_plugin, plugin_name
+    from bids_ketamine_fc.reports.citation import read_settings, write_citation
     from bids_ketamine_fc.utils.bids import write_dataset_description
 
     clock = clock or StageClock()
@@ -260,7 +261,16 @@ def run_participant(
         )
         raise
     clock.lap("nipype run")
-    code = _conclude(settings, status, write_dataset_description)
+
+    def describe(settings: Settings) -> None:
+        write_dataset_description(settings)
+        write_citation(
+            settings.output_dir,
+            json.loads(settings.to_json()),
+            read_settings(settings.output_dir, "group"),
+        )
+
+    code = _conclude(settings, status, describe)
     clock.lap("finish")
     _log_stage_times(clock, status.timings)
     return code

@@ -8,11 +8,13 @@ fMRIPrep >= 21 writes them), ``OUT/templateflow`` (a generated TemplateFlow home
 
 Signal model
 ------------
-Anatomy (:mod:`.anatomy`). An ellipsoidal brain (centre (0, -18, 10) mm, semi-axes 68, 86, 62)
-in a 10 mm scalp shell: an 8 mm cortical ribbon, medial cortex along the midline, insular cortex,
-white matter inside, lateral ventricles (CSF), and deep grey nuclei at their approximate MNI
-positions (accumbens (+-10, 12, -8), amygdala (+-23, -5, -18), thalamus, caudate, putamen,
-pallidum, hippocampus), sampled with partial volumes. EPI baseline: CSF 1300, GM 900, WM 700,
+Anatomy (:mod:`.anatomy`, :mod:`.mni`). The MNI152 template (ICBM 2009a) with its grey- and
+white-matter probability maps, shipped inside nilearn's wheel (offline); CSF is the template's
+brain mask minus grey and white matter; the probabilities are sharpened to look like one
+person's segmentation (fMRIPrep's ``probseg``) and averaged over each voxel (partial volumes);
+a 10 mm scalp shell surrounds the brain. The generated Harvard-Oxford atlas places the deep grey
+nuclei at their approximate MNI positions (accumbens (+-10, 12, -8), amygdala (+-23, -5, -18),
+thalamus, caudate, putamen, pallidum, hippocampus). EPI baseline: CSF 1300, GM 900, WM 700,
 scalp 200.
 
 Neural signal (:func:`.signals.node_timeseries`). Gaussian blobs (7 mm; 4 mm subcortical) in grey

@@ -1,9 +1,11 @@
-"""A generated brain in MNI world coordinates: grids, tissues, nuclei, networks and atlas labels.
+"""The demo's brain in MNI world coordinates: grids, tissues, nuclei, networks and atlas labels.
 
-Everything is defined analytically in millimetres (RAS world coordinates), so the same anatomy can be
-sampled on any grid: the fMRIPrep output grid of the BOLD series, or the 2 mm TemplateFlow grids of
-``MNI152NLin2009cAsym`` (RAS) and ``MNI152NLin6Asym``. Positions are approximate MNI positions of the
-real structures; shapes are ellipsoids. It is a generated phantom, not a real atlas.
+Tissues come from the MNI152 template and tissue maps that nilearn ships (:mod:`.mni`), read in
+millimetres (RAS world coordinates), so the same anatomy can be sampled on any grid: the fMRIPrep
+output grid of the BOLD series, or the 2 mm TemplateFlow grids of ``MNI152NLin2009cAsym`` (RAS)
+and ``MNI152NLin6Asym``. The deep grey nuclei of the generated Harvard-Oxford atlas are ellipsoids
+at their approximate MNI positions, and the cortical labels and network parcels are drawn around
+approximate centres: a generated atlas on a real template, not the real atlas.
 """
 
 from __future__ import annotations
@@ -12,12 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: The brain: an ellipsoid (centre, semi-axes in mm); the head adds a scalp shell around it.
+from bids_ketamine_fc.demo import mni
+
+#: Centre of the head (mm): the lever arm of rotations and the centre of smooth noise fields.
 BRAIN_CENTRE = np.array([0.0, -18.0, 10.0])
-BRAIN_AXES = np.array([68.0, 86.0, 62.0])
-SCALP_MM = 10.0
-#: Thickness of the cortical ribbon (mm) along the ray from the brain centre.
-CORTEX_MM = 8.0
 
 #: Harvard-Oxford subcortical labels as TemplateFlow's ``atlas-HOSPA`` tables name them
 #: (index, name), spelling kept as in TemplateFlow's file.
@@ -54,12 +54,9 @@ NUCLEI = {
     10: ((23.0, -5.0, -18.0), (6.0, 7.0, 6.0)),  # amygdala
     11: ((10.0, 12.0, -8.0), (5.0, 6.0, 5.0)),  # accumbens
 }
-VENTRICLE = ((12.0, -12.0, 16.0), (7.0, 28.0, 10.0))
+#: CSF inside this ellipsoid (right hemisphere, mirrored) is lateral ventricle; elsewhere, sulci.
+VENTRICLE = ((16.0, -10.0, 14.0), (13.0, 34.0, 16.0))
 BRAINSTEM = ((0.0, -28.0, -32.0), (11.0, 12.0, 24.0))
-#: Medial cortex is a slab |x| < MEDIAL_MM outside the callosal/diencephalic core (y, z ellipse).
-MEDIAL_MM = 8.0
-CORE = ((-10.0, 8.0), (42.0, 17.0))
-INSULA = ((41.0, 8.0, 2.0), (8.0, 16.0, 12.0))
 
 #: Harvard-Oxford cortical names (TemplateFlow ``atlas-HOCPA`` table, index = line).
 HOCPA_NAMES = [
@@ -238,18 +235,23 @@ def _inside(xyz: np.ndarray, centre, axes) -> np.ndarray:
     return (((xyz - np.asarray(centre)) / np.asarray(axes)) ** 2).sum(axis=1) <= 1.0
 
 
-def brain_radius(xyz: np.ndarray, scale: float = 1.0) -> np.ndarray:
-    """Return the normalised ellipsoidal radius (1 on the brain surface) of each point."""
-    return np.sqrt((((xyz - BRAIN_CENTRE) / (BRAIN_AXES * scale)) ** 2).sum(axis=1))
+def brain_fraction(xyz: np.ndarray) -> np.ndarray:
+    """Return the fraction of brain tissue (grey and white matter, CSF) at each point."""
+    return mni.sample("brain", xyz)
 
 
 def head_mask(xyz: np.ndarray) -> np.ndarray:
     """Return True for points inside the head (brain plus a scalp shell)."""
-    return _inside(xyz, BRAIN_CENTRE, BRAIN_AXES + SCALP_MM)
+    return mni.in_head(xyz)
 
 
 def hospa_labels(xyz: np.ndarray) -> np.ndarray:
     """Label points with the Harvard-Oxford subcortical indices of :data:`HOSPA_NAMES`.
+
+    Each brain point (brain fraction >= 0.5) takes its most probable tissue: white matter (1/12),
+    CSF inside :data:`VENTRICLE` (lateral ventricles, 3/14), other grey matter and CSF (cerebral
+    cortex, 2/13); then the brainstem (8) and the deep grey nuclei of :data:`NUCLEI` (10/20
+    amygdala, 11/21 accumbens ...) are drawn over it.
 
     Parameters
     ----------
@@ -259,24 +261,18 @@ def hospa_labels(xyz: np.ndarray) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        uint8 labels: 0 outside the brain, 1/12 white matter, 2/13 cortex, 3/14 ventricles,
-        8 brainstem, and the deep grey nuclei (10/20 amygdala, 11/21 accumbens ...).
+        uint8 labels, 0 outside the brain.
     """
     labels = np.zeros(len(xyz), dtype=np.uint8)
-    rho = brain_radius(xyz)
-    inside = np.flatnonzero(rho <= 1.0)
-    xyz, rho = xyz[inside], rho[inside]
-    # depth below the surface along the ray from the centre (exact for a sphere)
-    depth = (1.0 - rho) * np.linalg.norm(xyz - BRAIN_CENTRE, axis=1) / np.maximum(rho, 1e-6)
+    tissues = np.stack([mni.sample(name, xyz) for name in ("GM", "WM", "CSF")])
+    inside = np.flatnonzero(tissues.sum(axis=0) >= 0.5)
+    xyz, tissue = xyz[inside], np.argmax(tissues[:, inside], axis=0)
     mirrored = np.column_stack([np.abs(xyz[:, 0]), xyz[:, 1], xyz[:, 2]])
-    core = (((xyz[:, 1:] - CORE[0]) / CORE[1]) ** 2).sum(axis=1) <= 1.0
-    medial = (np.abs(xyz[:, 0]) < MEDIAL_MM) & ~core
-    sub = np.where(depth < CORTEX_MM, 2, 1).astype(np.uint8)
-    sub[medial | _inside(mirrored, *INSULA)] = 2
+    sub = np.where(tissue == 1, 1, 2).astype(np.uint8)
+    sub[(tissue == 2) & _inside(mirrored, *VENTRICLE)] = 3
     sub[_inside(xyz, *BRAINSTEM)] = 8
     for index, (centre, axes) in NUCLEI.items():
         sub[_inside(mirrored, centre, axes)] = index
-    sub[_inside(mirrored, *VENTRICLE)] = 3
     # right hemisphere: 1-7 -> 12-18 and 9-11 -> 19-21 (the brainstem, 8, is unpaired)
     right = (xyz[:, 0] >= 0) & (sub != 8)
     sub[right] = np.where(sub[right] <= 7, sub[right] + 11, sub[right] + 10)
@@ -284,35 +280,28 @@ def hospa_labels(xyz: np.ndarray) -> np.ndarray:
     return labels
 
 
-GM_LABELS = (2, 4, 5, 6, 7, 9, 10, 11, 13, 15, 16, 17, 18, 19, 20, 21)
-WM_LABELS = (1, 8, 12)
-CSF_LABELS = (3, 14)
+def voxel_mm(grid: Grid) -> float:
+    """Return the mean voxel edge of ``grid`` (mm)."""
+    return float(np.mean(np.sqrt((grid.affine[:3, :3] ** 2).sum(axis=0))))
 
 
-def tissue_fractions(grid: Grid, supersample: int = 2) -> dict[str, np.ndarray]:
+def tissue_fractions(grid: Grid) -> dict[str, np.ndarray]:
     """Return the partial-volume fraction of grey matter, white matter and CSF in each voxel.
 
     Parameters
     ----------
     grid : Grid
         Where to sample.
-    supersample : int
-        Sub-voxel samples per axis (``supersample ** 3`` per voxel).
 
     Returns
     -------
     dict
         ``{"GM", "WM", "CSF"}`` to float32 arrays of ``grid.shape`` (values in [0, 1]).
     """
-    names = ("GM", "WM", "CSF")
-    lut = np.zeros(256, dtype=np.intp)  # HOSPA label -> 1 + tissue class (0: outside)
-    for k, members in enumerate((GM_LABELS, WM_LABELS, CSF_LABELS)):
-        lut[list(members)] = k + 1
-    n_vox = int(np.prod(grid.shape))
-    counts = np.zeros((4, n_vox), dtype=np.float32)
-    steps = (np.arange(supersample) + 0.5) / supersample - 0.5
-    for offset in np.stack(np.meshgrid(steps, steps, steps, indexing="ij"), -1).reshape(-1, 3):
-        tissue = lut[hospa_labels(grid.world(tuple(offset)))]
-        counts += np.bincount(tissue * n_vox + np.arange(n_vox), minlength=4 * n_vox).reshape(4, -1)
-    counts /= supersample**3
-    return {name: counts[k + 1].reshape(grid.shape) for k, name in enumerate(names)}
+    xyz, size = grid.world(), voxel_mm(grid)
+    return {name: mni.sample(name, xyz, size).reshape(grid.shape) for name in ("GM", "WM", "CSF")}
+
+
+def t1w_intensity(grid: Grid) -> np.ndarray:
+    """Return the template's T1-weighted intensity averaged over each voxel of ``grid``."""
+    return mni.sample("T1w", grid.world(), voxel_mm(grid)).reshape(grid.shape)

@@ -134,6 +134,24 @@ def write_raw_images(bids: Path, label: str, phantom: Phantom, data: np.ndarray,
     save_volume(bids / label / "anat" / f"{label}_T1w.nii.gz", grid, voxels, 10 * t1w, np.int16)
 
 
+#: Fewest voxels of an aCompCor mask (5 components need more voxels than that).
+MIN_MASK_VOXELS = 20
+
+
+def tissue_mask(fraction: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """Return the voxels of a tissue for aCompCor, as fMRIPrep's masks: fraction >= 0.99.
+
+    fMRIPrep thresholds its tissue maps at the anatomical resolution; at the coarse voxels of a
+    small demo few voxels are pure CSF, so the threshold is lowered (0.95, 0.9 ... 0.5) until
+    the mask holds :data:`MIN_MASK_VOXELS`.
+    """
+    for threshold in (0.99, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5):
+        mask = (fraction >= threshold) & brain
+        if mask.sum() >= MIN_MASK_VOXELS:
+            break
+    return mask
+
+
 def write_subject(
     bids: Path,
     participant: pd.Series,
@@ -172,12 +190,12 @@ def write_subject(
         phantom, rng, n_volumes, tr, participant["planted_coupling"], N_DUMMY
     )
     # this participant's brain mask: the brain, slightly larger or smaller (registration)
-    brain = phantom.radius <= rng.uniform(0.985, 1.015)
+    brain = phantom.brain >= rng.uniform(0.35, 0.65)
     frac = phantom.fractions
     masks = {
-        "CSF": (frac["CSF"] >= 0.99) & brain,
-        "WM": (frac["WM"] >= 0.99) & brain,
-        "combined": (frac["CSF"] + frac["WM"] >= 0.99) & brain,
+        "CSF": tissue_mask(frac["CSF"], brain),
+        "WM": tissue_mask(frac["WM"], brain),
+        "combined": tissue_mask(frac["CSF"] + frac["WM"], brain),
     }
     table, metadata = confounds_table(data, brain, masks, params, tr, N_DUMMY)
     func = bids / "derivatives" / "fmriprep" / label / "func"

@@ -14,7 +14,6 @@ from bids_ketamine_fc.demo.anatomy import (
     BRAIN_CENTRE,
     REGIONS,
     Grid,
-    brain_radius,
     head_mask,
     tissue_fractions,
 )
@@ -48,8 +47,8 @@ class Phantom:
         Their world coordinates (N, 3).
     fractions : dict
         Grey matter, white matter and CSF fractions of the head voxels.
-    radius : numpy.ndarray
-        Normalised brain radius of each head voxel (<= 1 in the brain).
+    brain : numpy.ndarray
+        Fraction of brain tissue (grey and white matter, CSF) of each head voxel.
     baseline : numpy.ndarray
         EPI baseline intensity.
     motion_maps : numpy.ndarray
@@ -62,7 +61,7 @@ class Phantom:
     head: np.ndarray
     xyz: np.ndarray
     fractions: dict
-    radius: np.ndarray
+    brain: np.ndarray
     baseline: np.ndarray
     motion_maps: np.ndarray
     node_maps: np.ndarray
@@ -102,7 +101,7 @@ def build_phantom(grid: Grid) -> Phantom:
         head=head,
         xyz=xyz,
         fractions={k: v.astype(np.float32) for k, v in fractions.items()},
-        radius=brain_radius(xyz),
+        brain=brain.astype(np.float32),
         baseline=baseline.astype(np.float32),
         motion_maps=motion_maps.astype(np.float32),
         node_maps=node_maps.astype(np.float32),
@@ -325,7 +324,7 @@ def simulate_run(
     data += gm_scale * (phantom.motion_maps @ motion.T.astype(np.float32))
     fd = np.nan_to_num(framewise_displacement(params))
     jolt = np.clip(fd - 0.3, 0.0, None).astype(np.float32) * (SPIKE_GLOBAL_PCT / 100.0)
-    data -= np.outer(baseline * (phantom.radius <= 1.0), jolt)
+    data -= np.outer(baseline * (phantom.brain >= 0.5), jolt)
     data += rng.standard_normal(data.shape, dtype=np.float32) * np.float32(THERMAL_SD)
     pulsatile = phantom.fractions["CSF"] * baseline * (PULSATILE_PCT / 100.0)
     data += pulsatile[:, None] * rng.standard_normal(data.shape, dtype=np.float32)

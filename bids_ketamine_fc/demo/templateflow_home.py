@@ -16,6 +16,7 @@ from bids_ketamine_fc.demo.anatomy import (
     REGIONS,
     Grid,
     hospa_labels,
+    t1w_intensity,
     templateflow_grid,
     tissue_fractions,
 )
@@ -39,10 +40,10 @@ YEO_COLOURS = {
 README = f"""\
 # Generated TemplateFlow home ({TF_NOTICE})
 
-Every file here was {TF_NOTICE}: an ellipsoidal phantom brain with approximately
-placed structures, on the real TemplateFlow ``res-02`` grids of MNI152NLin2009cAsym and
-MNI152NLin6Asym, with TemplateFlow's file names and label tables, so that ``templateflow.api.get``
-finds them offline. Use real TemplateFlow files for real data.
+Every file here was {TF_NOTICE}: nilearn's MNI152 template and tissue maps with
+approximately placed structures and parcels, on the real TemplateFlow ``res-02`` grids of
+MNI152NLin2009cAsym and MNI152NLin6Asym, with TemplateFlow's file names and label tables, so
+that ``templateflow.api.get`` finds them offline. Use real TemplateFlow files for real data.
 """
 
 
@@ -99,7 +100,7 @@ def _write_template(folder: Path, space: str) -> None:
         },
     )
     everywhere = np.arange(len(xyz))
-    t1w = 110 * fractions["WM"] + 70 * fractions["GM"] + 30 * fractions["CSF"]
+    t1w = t1w_intensity(grid)
     _save(folder, f"{prefix}_res-02_T1w", grid, everywhere, t1w.ravel(), np.float32, "T1w")
     _save(
         folder, f"{prefix}_res-02_desc-brain_mask", grid, everywhere, labels > 0, np.uint8, "mask"

@@ -234,8 +234,9 @@ def build_subjects_table(
     -------
     pandas.DataFrame
         Columns ``participant_id``, ``group``, ``pain_pre``, ``pain_post``, ``improvement``, the
-        covariates, ``included``, ``exclusion_reason`` and ``mean_fd``; one row per participant of
-        the phenotype table or with maps (restricted to ``--participant-label`` when given).
+        covariates, ``included``, ``exclusion_reason``, ``mean_fd`` and ``scrubbed_percent``; one
+        row per participant of the phenotype table or with maps (restricted to
+        ``--participant-label`` when given).
 
     Raises
     ------
@@ -286,6 +287,7 @@ def build_subjects_table(
         }
     )
     subjects["mean_fd"] = mean_fd(settings, wanted)
+    subjects["scrubbed_percent"] = scrubbed_percent(settings, wanted)
     return subjects
 
 
@@ -317,15 +319,39 @@ def mean_fd(settings: Settings, participant_ids: list[str]) -> np.ndarray:
     """
     out = np.full(len(participant_ids), np.nan)
     for i, pid in enumerate(participant_ids):
-        rows = [pd.read_csv(f, sep="\t", na_values=["n/a"]) for f in _qc_files(settings, pid)]
-        rows = [r for r in rows if "mean_fd" in r.columns and len(r)]
-        if not rows:
+        qc = _included_qc(settings, pid, "mean_fd")
+        if qc is not None:
+            out[i] = pd.to_numeric(qc["mean_fd"], errors="coerce").mean()
+    return out
+
+
+def _included_qc(settings: Settings, participant_id: str, column: str) -> pd.DataFrame | None:
+    """Return the QC rows of the included runs (all runs if none is); None without QC."""
+    files = _qc_files(settings, participant_id)
+    rows = [pd.read_csv(f, sep="\t", na_values=["n/a"]) for f in files]
+    rows = [r for r in rows if column in r.columns and len(r)]
+    if not rows:
+        return None
+    qc = pd.concat(rows, ignore_index=True)
+    if "included" in qc.columns:
+        kept = qc["included"].astype(str).str.lower().isin(["true", "1", "1.0", "yes"])
+        qc = qc[kept] if kept.any() else qc
+    return qc
+
+
+def scrubbed_percent(settings: Settings, participant_ids: list[str]) -> np.ndarray:
+    """Percent of the volumes after the dummy scans that were scrubbed, over the included runs.
+
+    NaN when no QC table with ``n_scrubbed``, ``n_volumes`` and ``n_dummy`` is found.
+    """
+    out = np.full(len(participant_ids), np.nan)
+    for i, pid in enumerate(participant_ids):
+        qc = _included_qc(settings, pid, "n_scrubbed")
+        if qc is None or not {"n_volumes", "n_dummy"} <= set(qc.columns):
             continue
-        qc = pd.concat(rows, ignore_index=True)
-        if "included" in qc.columns:
-            kept = qc["included"].astype(str).str.lower().isin(["true", "1", "1.0", "yes"])
-            qc = qc[kept] if kept.any() else qc
-        out[i] = pd.to_numeric(qc["mean_fd"], errors="coerce").mean()
+        counts = qc[["n_scrubbed", "n_volumes", "n_dummy"]].apply(pd.to_numeric, errors="coerce")
+        usable = (counts["n_volumes"] - counts["n_dummy"]).sum()
+        out[i] = 100.0 * counts["n_scrubbed"].sum() / usable if usable > 0 else np.nan
     return out
 
 
@@ -346,6 +372,11 @@ def column_descriptions(settings: Settings) -> dict:
         "mean_fd": {
             "Description": "Mean framewise displacement over the participant-level runs.",
             "Units": "mm",
+        },
+        "scrubbed_percent": {
+            "Description": "Scrubbed volumes, in % of the volumes after the dummy scans, over "
+            "the participant-level runs.",
+            "Units": "%",
         },
     }
     for covariate in settings.covariates:

@@ -36,6 +36,7 @@ from bids_ketamine_fc.exceptions import UsageError
 from bids_ketamine_fc.group import checks, maps, phenotype
 from bids_ketamine_fc.group.behaviour.regions import check_roi
 from bids_ketamine_fc.group.behaviour.run import hypotheses, run_brain_behaviour
+from bids_ketamine_fc.group.comparison import compare_groups
 from bids_ketamine_fc.group.ica.decompose import DUAL_REGRESSION_METHODS
 from bids_ketamine_fc.group.ica.run import check_components, run_group_ica
 from bids_ketamine_fc.group.inference import clusters, glm, relabel, rft
@@ -112,6 +113,24 @@ def _write_stat_maps(settings, index, seed_maps, design, contrast, stats, sideca
         )
 
     maps.write_stat_maps(stats, seed_maps.mask, seed_maps.affine, design.dof, sidecar, path_of)
+
+
+def _write_group_means(settings, index, seed_maps, fit, sidecar) -> None:
+    """Write each group's mean Fisher z map (the betas of the model ``groups``)."""
+    from bids_ketamine_fc.utils.io import atomic_save_img
+
+    for row, group in enumerate(glm.GROUPS):
+        path = maps.group_path(
+            settings.output_dir, index, seed_maps.seed, "boldmap.nii.gz",
+            model="groups", contrast=group, stat="effect",
+        )  # fmt: skip
+        atomic_save_img(maps.to_image(fit.beta[row], seed_maps.mask, seed_maps.affine), path)
+        meta = dict(
+            sidecar, Contrast=group, ContrastVector=np.eye(len(glm.GROUPS))[row].tolist(),
+            Statistic="effect", Description=f"Mean Fisher z of the {group} group.",
+        )  # fmt: skip
+        text = json.dumps(meta, indent=2, default=lambda o: o.tolist()) + "\n"
+        atomic_write_text(path.with_name(path.name.replace(".nii.gz", ".json")), text)
 
 
 def _write_cluster_masks(settings, index, seed_maps, found, **keys) -> list[str]:
@@ -236,6 +255,8 @@ def _analyse_model(settings, index, seed_maps, rows, model, labeller, sources) -
     """Fit one model of one seed; write its maps and cluster masks; return cluster-table rows."""
     fit, u, smooth, permuted, sidecar = _fit(settings, seed_maps, rows, model)
     sidecar["Sources"] = sources
+    if model == "groups":
+        _write_group_means(settings, index, seed_maps, fit, sidecar)
     tables = []
     for contrast in glm.CONTRASTS:
         stats = glm.contrast_maps(fit, contrast)
@@ -328,12 +349,15 @@ class GroupResults:
     behaviour : dict
         The brain-behaviour tables
         (:func:`~bids_ketamine_fc.group.behaviour.run.run_brain_behaviour`).
+    comparison : pandas.DataFrame
+        ``group_comparison.tsv``: R vs NR on motion, covariates and pain.
     """
 
     index: maps.MapIndex
     subjects: pd.DataFrame
     clusters: pd.DataFrame
     behaviour: dict
+    comparison: pd.DataFrame | None = None
 
 
 def analyse_group(settings: Settings) -> GroupResults:
@@ -374,13 +398,14 @@ def analyse_group(settings: Settings) -> GroupResults:
         analysed |= set(used)
     subjects = _mark_unusable(subjects, analysed)
     _write_subjects(settings, subjects)
+    comparison = compare_groups(settings, subjects)
     run_group_ica(settings, subjects[subjects["included"]], labeller)
     table = (
         pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=clusters.COLUMNS)
     )
     write_clusters(settings, table)
     behaviour = run_brain_behaviour(settings, index, subjects, table)
-    return GroupResults(index, subjects, table, behaviour)
+    return GroupResults(index, subjects, table, behaviour, comparison)
 
 
 def write_clusters(settings: Settings, table: pd.DataFrame) -> Path:

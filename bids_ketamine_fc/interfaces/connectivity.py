@@ -86,6 +86,7 @@ class SubjectOutputs(SimpleInterface):
             write_reduced_data,
             write_subject_maps,
         )
+        from bids_ketamine_fc.reports.citation import participant_markdown, to_html
         from bids_ketamine_fc.reports.participant import write_participant_report
         from bids_ketamine_fc.utils.timing import StageClock
 
@@ -116,13 +117,20 @@ class SubjectOutputs(SimpleInterface):
             )
         clock.lap("subject reduced data")
         seeds = {Path(m).name.split("_seed-")[1].split("_")[0]: m for m in maps}
-        qc_rows = [{"run": p, **r["qc"]} for r, p in zip(results, prefixes, strict=True)]
+        runs = [
+            {"run": p, "qc": r["qc"], "report": r.get("report")}
+            for r, p in zip(results, prefixes, strict=True)
+        ]
+        methods = ""
+        if self.inputs.settings_json:
+            methods = to_html(participant_markdown(json.loads(self.inputs.settings_json)))
         report = write_participant_report(
             self.inputs.subject,
-            qc_rows,
+            runs,
             seeds,
             output_dir / f"sub-{self.inputs.subject}.html",
             self.inputs.settings_json,
+            methods,
         )
         clock.lap("report")
         extra = [reduced] if reduced else []

@@ -130,7 +130,8 @@ def write_report_data(path: Path, fd, outliers, n_dummy: int, tr: float, **denoi
         For an included run: ``series`` (``(T, n_voxels)`` brain-voxel series before denoising,
         not changed), ``operator`` (the cleaning operator), ``rows`` (volume index, after the
         dummies, of each row of the denoised series), ``tsnr`` (per brain voxel), ``seeds``
-        (each seed's positions among the brain voxels) and ``seed_names``.
+        (each seed's positions among the brain voxels), ``seed_names``, ``mask`` (the 3-D brain
+        mask; brain voxels in its Fortran order) and ``affine``.
 
     Returns
     -------
@@ -150,8 +151,11 @@ def write_report_data(path: Path, fd, outliers, n_dummy: int, tr: float, **denoi
         mean = before.mean(axis=0, dtype=np.float64)
         scale = float(series.mean(dtype=np.float64))
         after = operator.series((operator.coef.T @ (before - mean).astype(np.float32)).T)
-        seeds = denoised["seeds"]
+        seeds, mask = denoised["seeds"], np.asarray(denoised["mask"], bool)
         content.update(
+            mask_index=np.flatnonzero(mask.ravel(order="F")).astype(np.int32),
+            shape=np.array(mask.shape),
+            affine=np.asarray(denoised["affine"], float),
             carpet_before=before,
             carpet_after=after.astype(np.float32),
             after_rows=np.asarray(denoised["rows"], np.int32),

@@ -128,6 +128,7 @@ def process_run(
     write_report_data(
         report, fd, outliers, n_dummy, run["tr"], series=series.data, operator=operator,
         rows=rows, tsnr=series.tsnr, seeds=seeds, seed_names=[s.name for s in resolved],
+        mask=mask, affine=mask_img.affine,
     )  # fmt: skip
     clock.lap("report data")
     if operator.dof < 3:

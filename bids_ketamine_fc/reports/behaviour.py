@@ -21,7 +21,7 @@ _COLOURS = {"R": "#1f77b4", "NR": "#d62728"}
 def _save_figure(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight"))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=200, bbox_inches="tight"))
     plt.close(fig)
     return path
 

@@ -1,0 +1,114 @@
+"""Figure helpers shared by the reports: sharp embedded PNGs, the anatomical background, slices.
+
+Figures are embedded as PNG drawn at twice their display size (:data:`DPI` against the CSS
+width), so they stay sharp on high-density screens and when zoomed. The anatomical background
+is loaded once per process (:func:`background`): the MNI152 template that nilearn ships (ICBM
+2009a nonlinear symmetric, 1 mm, taken every second voxel), always available offline and close
+enough to MNI152NLin2009cAsym and MNI152NLin6Asym for display (the maps are not resampled).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import logging
+from functools import lru_cache
+
+import nibabel as nb
+import numpy as np
+
+LOGGER = logging.getLogger(__name__)
+
+#: Resolution of the embedded PNGs; shown at half their pixel size (2x for sharpness).
+DPI = 200
+#: CSS pixels per inch of figure (the browser's 96, rounded).
+CSS_PER_INCH = 100
+
+
+def pyplot():
+    """Return ``matplotlib.pyplot`` with the non-interactive Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def embed(fig, alt: str, css_class: str = "fig", close: bool = True) -> str:
+    """Return a figure as an ``<img>`` tag with an inline 2x PNG (and close it).
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+    alt : str
+        Text alternative (escaped here).
+    css_class : str
+        CSS class of the image.
+    close : bool
+        Close the figure (False for a figure drawn again, such as a glass-brain canvas).
+
+    Returns
+    -------
+    str
+    """
+    buffer = io.BytesIO()
+    width = fig.get_figwidth() * CSS_PER_INCH
+    fig.savefig(buffer, format="png", dpi=DPI, facecolor=fig.get_facecolor())
+    if close:
+        pyplot().close(fig)
+    encoded = base64.b64encode(buffer.getvalue()).decode()
+    return (
+        f"<img class='{css_class}' style='width:{width:.0f}px' alt='{html.escape(alt)}' "
+        f"src='data:image/png;base64,{encoded}'>"
+    )
+
+
+#: Where the background comes from, for the captions.
+BACKGROUND = "MNI152 template (ICBM 2009a, shipped with nilearn), 2 mm"
+
+
+@lru_cache(maxsize=1)
+def background() -> nb.Nifti1Image:
+    """Return the anatomical background: a float32 RAS T1-weighted image at 2 mm (cached)."""
+    from nilearn.datasets import MNI152_FILE_PATH
+
+    img = nb.as_closest_canonical(nb.load(MNI152_FILE_PATH))
+    step = max(1, int(round(2.0 / float(min(img.header.get_zooms()[:3])))))
+    data = np.asarray(img.dataobj, dtype=np.float32)[::step, ::step, ::step]
+    affine = img.affine.copy()
+    affine[:3, :3] *= step
+    return nb.Nifti1Image(data, affine)
+
+
+def world_extent(affine: np.ndarray, shape: tuple[int, ...], axes: tuple[int, int]) -> list:
+    """Return the ``imshow`` extent (left, right, bottom, top) in mm of a RAS image's plane."""
+    lo = affine[:3, 3] - 0.5 * np.diag(affine)[:3]
+    hi = lo + np.diag(affine)[:3] * np.asarray(shape[:3])
+    return [lo[axes[0]], hi[axes[0]], lo[axes[1]], hi[axes[1]]]
+
+
+def plane(img: nb.Nifti1Image, axis: int, coordinate: float) -> tuple[np.ndarray, list]:
+    """Return the slice of a RAS image nearest to a world coordinate, and its extent in mm.
+
+    The slice is transposed for ``imshow(origin="lower")``.
+
+    Parameters
+    ----------
+    img : nibabel.Nifti1Image
+        A RAS image with a diagonal affine (:func:`nibabel.as_closest_canonical`).
+    axis : int
+        0 (sagittal), 1 (coronal) or 2 (axial).
+    coordinate : float
+        World coordinate (mm) of the slice.
+
+    Returns
+    -------
+    numpy.ndarray, list
+    """
+    index = int(round((coordinate - img.affine[axis, 3]) / img.affine[axis, axis]))
+    index = int(np.clip(index, 0, img.shape[axis] - 1))
+    data = np.take(np.asanyarray(img.dataobj), index, axis=axis)
+    kept = tuple(a for a in range(3) if a != axis)
+    return data.T, world_extent(img.affine, img.shape, kept)
