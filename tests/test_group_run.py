@@ -130,7 +130,7 @@ def test_run_group_finds_the_planted_cluster(tmp_path, tf_home, space, orientati
     missing = [str(p) for p in _expected_files(settings) if not p.is_file()]
     assert not missing
     report = (settings.output_dir / "group" / "group.html").read_text()
-    expected = ("Group sizes per model", "Responders vs non-responders: motion", "mean_fd",
+    expected = ("Group sizes per model", "Responders vs non-responders: motion", "scrubbed volumes (%)",
                 "Design matrices", "Seed mPFC", "R mean", "peak label", "Left Thalamus",
                 "no cluster survives p(FWE) &lt; 0.05</span>; the unthresholded z map is shown")  # fmt: skip
     for text in expected:

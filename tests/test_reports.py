@@ -172,7 +172,7 @@ def test_methods_boilerplate_from_the_settings(tmp_path):
     )
     html = citation.write_citation(tmp_path / "out", participant, group)
     markdown = (tmp_path / "out/logs/CITATION.md").read_text()
-    expected = ("framewise displacement above 0.5 mm", "0.008-0.09 Hz", "6 mm FWHM", "mPFC",
+    expected = ("framewise displacement above 0.5 mm", "0.008-0.09 Hz band-pass", "6 mm FWHM", "mPFC",
                 "AmygdalaR", "p < 0.001", "p(FWE) < 0.05", "5,000 Freedman-Lane",
                 "threshold-free cluster enhancement", "into 20 spatial components")  # fmt: skip
     for text in expected:

@@ -18,7 +18,7 @@ thalamus, caudate, putamen, pallidum, hippocampus). EPI baseline: CSF 1300, GM 9
 scalp 200.
 
 Neural signal (:func:`.signals.node_timeseries`). Gaussian blobs (7 mm; 4 mm subcortical) in grey
-matter carry network time series band-limited to 0.01-0.08 Hz, peak 1 % of baseline: DMN (mPFC
+matter carry network time series band-limited to 0.01-0.08 Hz, peak 1.5 % of baseline: DMN (mPFC
 (1, 55, -3), precuneus/PCC (1, -61, 38) and (+-6, -66, 44), angular, lateral temporal), salience
 (ACC (0, 22, 35), anterior insulae (-44, 13, 1) and (47, 14, 0), parietal operculum), visual,
 somatomotor, dorsal attention, fronto-parietal, limbic, and subcortical (accumbens, amygdala,
@@ -28,8 +28,9 @@ their neural correlation is exactly the participant's ``planted_coupling``
 participants are responders (improvement >= 0.5, so coupling about 0.2-0.45), half are not
 (improvement < 0.5, coupling about 0.45-0.7): responders have the lower mPFC-precuneus
 connectivity and it correlates with improvement (r about -0.9 planted; with the default 24
-participants and seed 0, a CONN-style analysis finds a precuneus cluster, peak t about 5, whose
-mean Fisher z correlates r = -0.75 with improvement).
+participants and seed 0, the default analysis finds a precuneus cluster for the mPFC seed, peak t
+about 6 and random-field p(FWE) about 0.005, whose mean Fisher z correlates r = -0.72 with
+improvement, and the mirror cluster in the mPFC for the PCC seed; nothing for the other seeds).
 Groups exist only through ``nrs_pre``/``nrs_post`` in the phenotype; the truth is in
 ``ground_truth.tsv``.
 

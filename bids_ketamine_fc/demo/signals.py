@@ -20,7 +20,7 @@ from bids_ketamine_fc.demo.anatomy import (
 
 #: EPI baseline intensity of each compartment (CSF is brightest on T2*-weighted EPI).
 INTENSITY = {"GM": 900.0, "WM": 700.0, "CSF": 1300.0, "scalp": 200.0}
-NEURAL_PCT = 1.0  # peak BOLD fluctuation of a network node, % of baseline
+NEURAL_PCT = 1.5  # peak BOLD fluctuation of a network node, % of baseline
 PHYSIO_PCT = {"GM": 1.3, "WM": 0.9, "CSF": 2.5, "scalp": 0.4}  # shared physiological noise, %
 PULSATILE_PCT = 3.0  # white pulsatile noise of CSF voxels, %
 THERMAL_SD = 9.0  # thermal noise SD, intensity units (~1 % of grey matter)

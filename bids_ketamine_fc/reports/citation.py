@@ -93,16 +93,16 @@ def _filtering(strategy: dict) -> str:
     if filt.get("type") not in (None, "none"):
         band = f"{filt.get('low') or 0}-{filt.get('high') or 'Nyquist'} Hz"
         kind = (
-            "FFT (CONN's conn_filter)"
+            "CONN's FFT filter"
             if filt["type"] == "fft"
-            else (f"Butterworth, order {filt.get('order')}")
+            else f"Butterworth filter of order {filt.get('order')}"
         )
         order = (
             "after the regression (RegBP)"
             if strategy.get("filter_order", "regbp") == "regbp"
             else "to the data and the regressors before the regression (Simult)"
         )
-        text += f", and a band-pass filter of {band} ({kind}) was applied {order}"
+        text += f", and a {band} band-pass ({kind}) was applied {order}"
     return text + "."
 
 
@@ -119,11 +119,12 @@ def _seeds(settings: dict) -> str:
         elif seed.kind == "atlas":
             items.append(
                 f"{seed.name} ({seed.definition.get('Source') or seed.atlas}, TemplateFlow "
-                f"atlas-{seed.atlas}) [@makris2006harvardoxford]"
+                f"atlas-{seed.atlas})"
             )
         else:
             items.append(f"{seed.name} (mask {_name(seed.path)})")
-    return "; ".join(items)
+    atlas = any(seed.kind == "atlas" for seed in load_seed_set(settings.get("seeds", "study")))
+    return "; ".join(items) + (" [@makris2006harvardoxford]" if atlas else "")
 
 
 def participant_markdown(settings: dict) -> str:

@@ -137,10 +137,18 @@ def _participants_section(settings, index, subjects, comparison) -> list[str]:
     return parts
 
 
+_READABLE = {
+    "mean_fd": "mean framewise displacement (mm)",
+    "scrubbed_percent": "scrubbed volumes (%)",
+    "pain_pre": "pain before",
+    "pain_post": "pain after",
+}
+
+
 def _comparison_table(comparison: pd.DataFrame) -> str:
     rows = [
         {
-            "variable": r["variable"],
+            "variable": _READABLE.get(r["variable"], r["variable"]),
             "R mean (SD)": f"{fmt(r['mean_R'])} ({fmt(r['sd_R'])}), n = {int(r['n_R'])}",
             "NR mean (SD)": f"{fmt(r['mean_NR'])} ({fmt(r['sd_NR'])}), n = {int(r['n_NR'])}",
             "Welch t": r["t"],
@@ -278,7 +286,7 @@ def write_group_report(
     n_sig = len(significant(clusters, settings.cluster_p))
     parts.append(f"<p>{n_sig} cluster(s) with p(FWE) &lt; {settings.cluster_p:g} in all.</p>")
     group = Path(settings.output_dir) / "group"
-    parts += group_extra.brain_behaviour_section(group)
+    parts += group_extra.brain_behaviour_section(settings, group)
     parts += group_extra.ica_section(settings, group)
     if methods:
         parts += ["<h2>Methods</h2>", methods]

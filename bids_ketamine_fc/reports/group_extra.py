@@ -82,14 +82,20 @@ def _prediction_rows(prediction: pd.DataFrame) -> list[dict]:
     ]
 
 
-def brain_behaviour_section(group: Path) -> list[str]:
+def brain_behaviour_section(settings: Settings, group: Path) -> list[str]:
     """Return the brain-behaviour section (empty when the step did not run)."""
     correlation = _read_tsv(group / "correlation.tsv")
     if correlation is None:
         return []
     parts = ["<h2>Brain-behaviour correlation</h2>"]
     if correlation.empty:
-        return [*parts, "<p>No significant cluster and no --roi: nothing to correlate.</p>"]
+        return [
+            *parts,
+            f"<p>Nothing to correlate: no cluster with p(FWE) &lt; {settings.cluster_p:g} in the "
+            f"model {html.escape(settings.correlation_model)} under "
+            f"{html.escape(settings.correlation_inference)} inference (--correlation-model, "
+            "--correlation-inference), and no --roi.</p>",
+        ]
     if correlation.get("circular", pd.Series(dtype=str)).astype(str).str.lower().eq("true").any():
         parts.append(
             "<p class='note'><b>Circular:</b> a cluster chosen by the R vs NR contrast gives an "
