@@ -20,7 +20,7 @@ from bids_ketamine_fc.group.ica.compare import component_label
 from bids_ketamine_fc.group.inference import glm
 from bids_ketamine_fc.reports import group_maps
 from bids_ketamine_fc.reports.figures import embed
-from bids_ketamine_fc.reports.style import table
+from bids_ketamine_fc.reports.style import fmt, table
 
 _P = "p"
 
@@ -51,7 +51,7 @@ def _correlation_rows(correlation: pd.DataFrame) -> list[dict]:
             "region": _where(r),
             "n": r["n"],
             "r": r["r"],
-            "95% CI": f"{r['ci_low']:.2f} to {r['ci_high']:.2f}",
+            "95% CI": f"{fmt(r.get('ci_low'), 2)} to {fmt(r.get('ci_high'), 2)}",
             "p": r["p"],
             "circular": "yes" if str(r.get("circular")).lower() == "true" else "no",
             "Spearman rho": r.get("spearman_rho"),
@@ -69,7 +69,7 @@ def _prediction_rows(prediction: pd.DataFrame) -> list[dict]:
             "seed": r["seed"],
             "region": _where(r),
             "n": r["n"],
-            "folds with a cluster": f"{int(r['n_folds_with_value'])} / {int(r['n'])}",
+            "folds with a cluster": f"{fmt(r.get('n_folds_with_value'))} / {fmt(r.get('n'))}",
             "circular r": r.get("circular_r"),
             "cross-validated r": r.get("cv_r"),
             "p (r)": r.get("cv_r_p"),

@@ -145,9 +145,11 @@ def _seed_rows(maps: dict[str, str]) -> tuple[list[dict], dict]:
         sidecars[seed] = sidecar
         definition = sidecar.get("Seed", {})
         if definition.get("Type") == "sphere":
-            where = f"sphere, {definition.get('RadiusMM')} mm at {definition.get('CenterMNI')}"
+            centre = ", ".join(f"{float(c):g}" for c in definition.get("CenterMNI", []))
+            where = f"sphere of {float(definition.get('RadiusMM', 0)):g} mm at MNI ({centre})"
         elif definition.get("Type") == "atlas":
-            where = f"atlas {definition.get('Atlas')}, label {definition.get('Label')}"
+            source = definition.get("Source") or f"label {definition.get('Label')}"
+            where = f"{source} (TemplateFlow atlas-{definition.get('Atlas')})"
         else:
             where = f"mask {Path(str(definition.get('MaskFile', 'n/a'))).name}"
         rows.append({
