@@ -69,6 +69,7 @@ def _prediction_rows(prediction: pd.DataFrame) -> list[dict]:
             "seed": r["seed"],
             "region": _where(r),
             "n": r["n"],
+            "full-data clusters": r.get("full_data_clusters"),
             "folds with a cluster": f"{fmt(r.get('n_folds_with_value'))} / {fmt(r.get('n'))}",
             "circular r": r.get("circular_r"),
             "cross-validated r": r.get("cv_r"),
@@ -85,36 +86,41 @@ def _prediction_rows(prediction: pd.DataFrame) -> list[dict]:
 def brain_behaviour_section(settings: Settings, group: Path) -> list[str]:
     """Return the brain-behaviour section (empty when the step did not run)."""
     correlation = _read_tsv(group / "correlation.tsv")
-    if correlation is None:
+    prediction = _read_tsv(group / "prediction.tsv")
+    if correlation is None and prediction is None:
         return []
     parts = ["<h2>Brain-behaviour correlation</h2>"]
-    if correlation.empty:
-        return [
-            *parts,
-            f"<p>Nothing to correlate: no cluster with p(FWE) &lt; {settings.cluster_p:g} in the "
+    if correlation is None or correlation.empty:
+        parts.append(
+            f"<p>No cluster to correlate: none with p(FWE) &lt; {settings.cluster_p:g} in the "
             f"model {html.escape(settings.correlation_model)} under "
             f"{html.escape(settings.correlation_inference)} inference (--correlation-model, "
-            "--correlation-inference), and no --roi.</p>",
-        ]
-    if correlation.get("circular", pd.Series(dtype=str)).astype(str).str.lower().eq("true").any():
-        parts.append(
-            "<p class='note'><b>Circular:</b> a cluster chosen by the R vs NR contrast gives an "
-            "inflated r, because R and NR are defined from the same pain change (Kriegeskorte et "
-            "al. 2009; Vul et al. 2009); its p is not a test. The leave-one-out estimate below "
-            "re-defines the cluster without each participant and is not inflated by the "
-            "selection.</p>"
+            "--correlation-inference), and no --roi.</p>"
         )
-    parts.append(table(_correlation_rows(correlation), {"p": _P}))
-    scatter = sorted(group.glob("seed-*/*_scatter.png"))
-    parts.append("<div class='grid'>" + "".join(png_file(p) for p in scatter) + "</div>")
-    prediction = _read_tsv(group / "prediction.tsv")
+    else:
+        circular = correlation.get("circular", pd.Series(dtype=str)).astype(str).str.lower()
+        if circular.eq("true").any():
+            parts.append(
+                "<p class='note'><b>Circular:</b> a cluster chosen by the R vs NR contrast gives "
+                "an inflated r, because R and NR are defined from the same pain change "
+                "(Kriegeskorte et al. 2009; Vul et al. 2009): on pure noise such clusters still "
+                "give large r. Its r is shown as a description; its p value and confidence "
+                "intervals are not computed (n/a). The pre-specified leave-one-out test below is "
+                "the test of the brain-behaviour relation.</p>"
+            )
+        parts.append(table(_correlation_rows(correlation), {"p": _P}))
+        scatter = sorted(group.glob("seed-*/*_scatter.png"))
+        parts.append("<div class='grid'>" + "".join(png_file(p) for p in scatter) + "</div>")
     if prediction is not None and not prediction.empty:
+        rocs = sorted(group.glob("seed-*/*_roc.png"))
         parts += [
-            "<h3>Leave-one-out estimate</h3>",
+            "<h3>Pre-specified leave-one-out test</h3>",
+            "<p>Each hypothesis of --prediction, run whether or not the full data gave a cluster: "
+            "every fold's model, threshold and clusters are redone under each permutation of the "
+            "outcomes (on generated null data the share of p &lt; 0.05 was 1-5 %, see the "
+            "documentation); a fold without a surviving cluster scores 0 (no information).</p>",
             table(_prediction_rows(prediction), {"p (r)": _P, "p (AUC)": _P, "p (accuracy)": _P}),
-            "<div class='grid'>"
-            + "".join(png_file(p, 380) for p in sorted(group.glob("seed-*/*_roc.png")))
-            + "</div>",
+            "<div class='grid'>" + "".join(png_file(p, 380) for p in rocs) + "</div>",
         ]
     return parts
 
