@@ -79,7 +79,7 @@ def check_options(settings: Settings) -> None:
 
 
 def _check_group(settings: Settings) -> None:
-    from bids_ketamine_fc.group.run import check_settings
+    from bids_ketamine_fc.group.checks import check_settings
 
     check_settings(settings)
     _check_range("--responder-threshold", settings.responder_threshold, 0.0, 1.0, "", low_open=True)

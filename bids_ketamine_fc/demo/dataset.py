@@ -232,7 +232,7 @@ def write_subject(
 def _anatomy_grid(space: str) -> tuple[Grid, dict]:
     """Return fMRIPrep's 2 mm grid of ``space`` and the tissue fractions on it (computed once)."""
     grid = bold_grid(space, 2.0)
-    return grid, tissue_fractions(grid, supersample=1)
+    return grid, tissue_fractions(grid)
 
 
 def write_tissue_maps(anat: Path, label: str, space: str) -> None:

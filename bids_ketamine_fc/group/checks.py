@@ -3,7 +3,8 @@
 Nothing is dropped in silence: each participant left out is a warning with the reason
 (:func:`report_exclusions`), the group sizes of each model are printed (:func:`report_models`),
 and maps denoised with different strategies, repetition times or smoothing, or made from another
-dataset, are flagged (:func:`check_provenance`).
+dataset, are flagged (:func:`check_provenance`). Options that cannot work are refused before any
+file is read (:func:`check_settings`).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from pathlib import Path
 import pandas as pd
 
 from bids_ketamine_fc.config import Settings
-from bids_ketamine_fc.exceptions import NoUsableDataError
-from bids_ketamine_fc.group.inference import glm
+from bids_ketamine_fc.exceptions import NoUsableDataError, UsageError
+from bids_ketamine_fc.group.ica.decompose import DUAL_REGRESSION_METHODS
+from bids_ketamine_fc.group.inference import clusters, glm
 
 LOGGER = logging.getLogger(__name__)
 #: Most participants named in one warning.
@@ -168,3 +170,41 @@ def _check_source_dataset(settings: Settings) -> None:
             raw,
             settings.bids_dir,
         )
+
+
+def check_settings(settings: Settings) -> None:
+    """Refuse group options that cannot work (before any file is read).
+
+    Raises
+    ------
+    UserInputError
+        Unknown inference, probabilities outside (0, 1), or a non-positive permutation count.
+    """
+    unknown = sorted(set(settings.inference) - set(clusters.INFERENCES))
+    if unknown or not settings.inference:
+        raise UsageError(
+            f"--inference {' '.join(unknown)}: expected one or more of "
+            f"{', '.join(clusters.INFERENCES)}."
+        )
+    for option, value in (("--voxel-p", settings.voxel_p), ("--cluster-p", settings.cluster_p)):
+        if not 0 < value < 1:
+            raise UsageError(f"{option} {value}: must lie strictly between 0 and 1.")
+    if not 0 < settings.responder_threshold <= 1:
+        raise UsageError(
+            f"--responder-threshold {settings.responder_threshold}: must lie in (0, 1]."
+        )
+    if not settings.pain_max > 0:
+        raise UsageError(f"--pain-max {settings.pain_max}: must be positive (e.g. 10 for NRS).")
+    if settings.dual_regression not in DUAL_REGRESSION_METHODS:
+        raise UsageError(
+            f"--dual-regression {settings.dual_regression}: expected one of "
+            f"{', '.join(DUAL_REGRESSION_METHODS)}."
+        )
+    for option, value in (
+        ("--n-permutations", settings.n_permutations),
+        ("--prediction-permutations", settings.prediction_permutations),
+    ):
+        if value < 1:
+            raise UsageError(f"{option} {value}: must be positive.")
+    if len(set(settings.covariates)) != len(settings.covariates):
+        raise UsageError(f"--covariates {' '.join(settings.covariates)}: listed twice.")

@@ -32,12 +32,10 @@ import pandas as pd
 
 from bids_ketamine_fc import __version__
 from bids_ketamine_fc.config import Settings
-from bids_ketamine_fc.exceptions import UsageError
 from bids_ketamine_fc.group import checks, maps, phenotype
 from bids_ketamine_fc.group.behaviour.regions import check_roi
 from bids_ketamine_fc.group.behaviour.run import hypotheses, run_brain_behaviour
 from bids_ketamine_fc.group.comparison import compare_groups
-from bids_ketamine_fc.group.ica.decompose import DUAL_REGRESSION_METHODS
 from bids_ketamine_fc.group.ica.run import check_components, run_group_ica
 from bids_ketamine_fc.group.inference import clusters, glm, relabel, rft
 from bids_ketamine_fc.utils.derivatives import bids_uri, save_mask
@@ -47,44 +45,6 @@ LOGGER = logging.getLogger(__name__)
 
 #: TFCE exponents for 3-D maps (Smith & Nichols 2009; FSL, PALM and nilearn defaults).
 TFCE_E, TFCE_H = 0.5, 2.0
-
-
-def check_settings(settings: Settings) -> None:
-    """Refuse group options that cannot work (before any file is read).
-
-    Raises
-    ------
-    UserInputError
-        Unknown inference, probabilities outside (0, 1), or a non-positive permutation count.
-    """
-    unknown = sorted(set(settings.inference) - set(clusters.INFERENCES))
-    if unknown or not settings.inference:
-        raise UsageError(
-            f"--inference {' '.join(unknown)}: expected one or more of "
-            f"{', '.join(clusters.INFERENCES)}."
-        )
-    for option, value in (("--voxel-p", settings.voxel_p), ("--cluster-p", settings.cluster_p)):
-        if not 0 < value < 1:
-            raise UsageError(f"{option} {value}: must lie strictly between 0 and 1.")
-    if not 0 < settings.responder_threshold <= 1:
-        raise UsageError(
-            f"--responder-threshold {settings.responder_threshold}: must lie in (0, 1]."
-        )
-    if not settings.pain_max > 0:
-        raise UsageError(f"--pain-max {settings.pain_max}: must be positive (e.g. 10 for NRS).")
-    if settings.dual_regression not in DUAL_REGRESSION_METHODS:
-        raise UsageError(
-            f"--dual-regression {settings.dual_regression}: expected one of "
-            f"{', '.join(DUAL_REGRESSION_METHODS)}."
-        )
-    for option, value in (
-        ("--n-permutations", settings.n_permutations),
-        ("--prediction-permutations", settings.prediction_permutations),
-    ):
-        if value < 1:
-            raise UsageError(f"{option} {value}: must be positive.")
-    if len(set(settings.covariates)) != len(settings.covariates):
-        raise UsageError(f"--covariates {' '.join(settings.covariates)}: listed twice.")
 
 
 def _subjects(settings: Settings, index: maps.MapIndex) -> pd.DataFrame:
@@ -377,7 +337,7 @@ def analyse_group(settings: Settings) -> GroupResults:
     UserInputError
         For every problem with the user's data or options (the message names the culprit).
     """
-    check_settings(settings)
+    checks.check_settings(settings)
     index = maps.find_subject_maps(settings)
     check_roi(settings, index)
     hypotheses(settings, list(index.seeds), warn=False)  # a bad --prediction before the work
