@@ -1,3 +1,0 @@
-#!/bin/bash
-# Run sanitize.py.
-python sanitize.py
