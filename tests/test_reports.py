@@ -172,9 +172,12 @@ def test_methods_boilerplate_from_the_settings(tmp_path):
     )
     html = citation.write_citation(tmp_path / "out", participant, group)
     markdown = (tmp_path / "out/logs/CITATION.md").read_text()
-    expected = ("framewise displacement above 0.5 mm", "0.008-0.09 Hz band-pass", "6 mm FWHM", "mPFC",
-                "AmygdalaR", "p < 0.001", "p(FWE) < 0.05", "5,000 Freedman-Lane",
-                "threshold-free cluster enhancement", "into 20 spatial components")  # fmt: skip
+    expected = ("ART's composite motion above 0.5 mm", "0.008-0.09 Hz band-pass", "6 mm FWHM within",
+                "mPFC", "AmygdalaR", "p < 0.001", "p(FWE) < 0.05", "5,000 Freedman-Lane",
+                "threshold-free cluster enhancement", "into 20 spatial components",
+                "central differences", "Effect of rest", "percent signal change",
+                "tissue probability maps", "'hrf' weighting", "mPFC:groups:NRgtR",
+                "1,000 permutations of the outcomes", "as FSL")  # fmt: skip
     for text in expected:
         assert text in markdown, text
     keys = citation.cited(markdown)
@@ -190,7 +193,12 @@ def test_methods_boilerplate_from_the_settings(tmp_path):
     assert (
         "<h3>References</h3>" in html and "Whitfield-Gabrieli &amp; Nieto-Castanon 2012</a>" in html
     )
-    assert str(tmp_path) not in markdown
+    assert str(tmp_path) not in markdown and "conn method" not in markdown
+    # another preset says what it does instead
+    participant["denoise_strategy"] = "conn-fmriprep"
+    other = citation.participant_markdown(participant)
+    assert "framewise displacement above 0.5 mm" in other and "Effect of rest" not in other
+    assert "fMRIPrep's aCompCor" in other and "Pearson correlation" in other
     # without TFCE, no TFCE sentence
     group["inference"] = ["rft"]
     assert "threshold-free" not in citation.group_markdown(group)

@@ -44,24 +44,47 @@ def _name(value) -> str:
     return Path(str(value)).name if value and "/" in str(value) else str(value)
 
 
+def _motion(confounds: dict) -> str:
+    text = _MOTION.get(confounds["motion"], f"motion regressors ({confounds['motion']})")
+    if confounds["motion"] != "basic" and confounds.get("derivatives") == "conn":
+        text += ", the derivatives as central differences (CONN)"
+    return text
+
+
+def _compcor(compcor: dict) -> str:
+    counts = ", ".join(
+        f"{n} {mask.replace('wm', 'white-matter').replace('csf', 'CSF')}"
+        for mask, n in compcor.items()
+        if mask != "method"
+    )
+    if compcor.get("method") == "conn":
+        return (
+            f"aCompCor components ({counts}: each mask's mean signal and its principal components "
+            "orthogonal to it and to the other regressors, from fMRIPrep's tissue probability maps "
+            "thresholded at 50 % and eroded by one voxel, as CONN; fMRIPrep's components for runs "
+            "without these maps) [@behzadi2007compcor; @whitfield2012conn]"
+        )
+    return f"fMRIPrep's aCompCor components ({counts}) [@behzadi2007compcor]"
+
+
 def _confounds(strategy: dict) -> str:
     confounds = strategy.get("confounds") or {}
     parts = []
     if confounds.get("motion", "none") != "none":
-        parts.append(_MOTION.get(confounds["motion"], f"motion regressors ({confounds['motion']})"))
-    compcor = confounds.get("compcor") or {}
-    if compcor:
-        counts = ", ".join(
-            f"{n} {mask.replace('wm', 'white-matter').replace('csf', 'CSF')}"
-            for mask, n in compcor.items()
-        )
-        parts.append(f"aCompCor components ({counts}) [@behzadi2007compcor]")
+        parts.append(_motion(confounds))
+    if confounds.get("compcor"):
+        parts.append(_compcor(confounds["compcor"]))
     for key, what in (
         ("wm_csf", "white-matter and CSF mean signals"),
         ("global_signal", "global signal"),
     ):
         if confounds.get(key, "none") != "none":
             parts.append(f"the {what} ({confounds[key]})")
+    if confounds.get("effect_of_rest"):
+        parts.append(
+            "CONN's 'Effect of rest' (the run as one condition convolved with SPM's canonical "
+            "haemodynamic response) and its derivative"
+        )
     if confounds.get("cosine"):
         parts.append("fMRIPrep's discrete cosine high-pass regressors")
     return ", ".join(parts) or "no confound regressor"
@@ -72,9 +95,24 @@ def _scrubbing(strategy: dict, settings: dict) -> str:
     if not scrub:
         return "No volume was scrubbed."
     fd = settings.get("fd_threshold") or scrub.get("fd_threshold")
-    rule = f"framewise displacement above {fd} mm [@power2012motion]"
-    if scrub.get("detector") == "art" and scrub.get("gs_z_threshold"):
-        rule += f" or a scan-to-scan global-signal change above z = {scrub['gs_z_threshold']} (ART)"
+    detector = scrub.get("detector", "fd")
+    if detector == "art":
+        rule = (
+            f"ART's composite motion above {fd} mm, computed from the realignment parameters"
+            + (
+                f", or a change of ART's global signal above z = {scrub['gs_z_threshold']}"
+                if scrub.get("gs_z_threshold")
+                else ""
+            )
+            + ", as in CONN [@whitfield2012conn]"
+        )
+    else:
+        rule = f"framewise displacement above {fd} mm [@power2012motion]"
+        if detector == "art-fd" and scrub.get("gs_z_threshold"):
+            rule += (
+                f" or a change of fMRIPrep's global signal above z = {scrub['gs_z_threshold']} "
+                "(ART's rule)"
+            )
     how = (
         "each regressed out by its own spike regressor"
         if scrub.get("method") == "regress"
@@ -103,6 +141,11 @@ def _filtering(strategy: dict) -> str:
             else "to the data and the regressors before the regression (Simult)"
         )
         text += f", and a {band} band-pass ({kind}) was applied {order}"
+    if strategy.get("scaling") == "psc":
+        text += (
+            "; each run was first scaled to percent signal change (voxels by the run's mean over "
+            "the brain mask, each seed by its own mean)"
+        )
     return text + "."
 
 
@@ -153,14 +196,24 @@ def participant_markdown(settings: dict) -> str:
             f"[@whitfield2012conn]). In each run, {dummies}. The nuisance regressors were "
             f"{_confounds(strategy)}. {_scrubbing(strategy, settings)} {_filtering(strategy)} "
             f"Runs with fewer than {settings.get('min_volumes', 30)} volumes left were excluded. "
-            f"Voxel series were smoothed with a {settings.get('smoothing_fwhm', 8):g} mm FWHM Gaussian "
-            "kernel within the brain mask; seed series were taken from the unsmoothed data.",
-            f"*Seed-to-voxel connectivity.* Seeds: {_seeds(settings)}. The Pearson correlation "
-            "between each seed's mean denoised series and every voxel's series was Fisher "
-            "z-transformed; the runs of a participant were combined by concatenating their denoised "
-            "series, as CONN does.",
+            "Voxel series were smoothed with a Gaussian kernel of "
+            f"{settings.get('smoothing_fwhm', 8):g} mm FWHM within the brain mask; seed series were "
+            "taken from the unsmoothed data.",
+            f"*Seed-to-voxel connectivity.* Seeds: {_seeds(settings)}. Each seed's mean denoised "
+            f"series was correlated with every voxel's series ({_correlation(strategy)}) and r was "
+            "Fisher z-transformed; the runs of a participant were combined by concatenating their "
+            "denoised series, as CONN does.",
         ]
     )
+
+
+def _correlation(strategy: dict) -> str:
+    if strategy.get("weighting") == "hrf":
+        return (
+            "CONN's default 'hrf' weighting: both series weighted-demeaned and multiplied by the "
+            "Effect of rest"
+        )
+    return "Pearson correlation"
 
 
 def _inference(settings: dict) -> str:
@@ -174,6 +227,27 @@ def _inference(settings: dict) -> str:
         "[@smith2009tfce]",
     }
     return "; ".join(texts[i] for i in settings.get("inference", ["rft"]) if i in texts)
+
+
+def _dual(settings: dict) -> str:
+    if settings.get("dual_regression", "fsl") == "fsl":
+        return " (as FSL: stage-1 time courses scaled to unit variance, raw data in stage 2)"
+    return " (stage 2 on variance-normalised data)"
+
+
+def _prediction(settings: dict) -> str:
+    named = list(settings.get("prediction") or [])
+    if not named:
+        return ""
+    which = "every seed, model and contrast" if named == ["all"] else ", ".join(named)
+    return (
+        f"The brain-behaviour relation was tested by a leave-one-out prediction named in advance "
+        f"({which}): in each fold the group analysis was re-run without one participant, whose "
+        "mean Fisher z in the fold's clusters predicted their group and improvement (a fold "
+        "without a cluster counted as no information); the AUC and cross-validated r were "
+        f"compared with {int(settings.get('prediction_permutations', 1000)):,} permutations of "
+        "the outcomes, each re-running every fold [@phipson2010permutation]."
+    )
 
 
 def group_markdown(settings: dict) -> str:
@@ -194,15 +268,16 @@ def group_markdown(settings: dict) -> str:
             f"{_inference(settings)}. Peaks were labelled with the Harvard-Oxford atlases "
             "[@makris2006harvardoxford].",
             "*Brain-behaviour correlation.* In each significant cluster, the participants' mean "
-            "Fisher z was correlated with pain improvement (Pearson r with Fisher-z confidence "
-            "interval). As the clusters were selected by the R vs NR contrast, this r is circular "
-            "[@kriegeskorte2009circular]; a leave-one-out estimate, with the cluster re-defined "
-            "without each participant in turn, is reported alongside.",
+            "Fisher z was correlated with pain improvement (Pearson r). As the clusters were "
+            "selected by the R vs NR contrast, this r is circular [@kriegeskorte2009circular] and "
+            "is reported as a description, without p value or confidence interval. "
+            f"{_prediction(settings)}",
             f"*Group ICA.* The participants' denoised, smoothed data, reduced to their "
             f"{settings.get('reduced_dims', 50)} leading temporal dimensions, were combined by MIGP "
             f"group PCA [@smith2014migp] and decomposed into {settings.get('ica_components', 20)} "
             "spatial components with FastICA [@hyvarinen1999fastica; @pedregosa2011sklearn]; subject "
-            "maps were obtained by dual regression [@nickerson2017dualreg]. Components were matched "
+            f"maps were obtained by dual regression{_dual(settings)} [@nickerson2017dualreg]. "
+            "Components were matched "
             "to the Yeo 7 networks [@yeo2011networks; @schaefer2018parcellation] by spatial "
             "correlation, and the subject maps of the default-mode component compared between R "
             "and NR with the same models (random field theory).",
