@@ -214,3 +214,57 @@ def test_seed_maps_are_cut_at_the_strongest_connection_away_from_the_seed():
     centre = nb.affines.apply_affine(AFFINE, (5, 5, 5))
     cut = cut_coordinates(nb.Nifti1Image(data, AFFINE), centre)
     assert cut == tuple(nb.affines.apply_affine(AFFINE, (15, 19, 13)))
+
+
+def test_seed_maps_share_one_figure_with_a_labelled_colour_bar(tmp_path, rng):
+    from bids_ketamine_fc.reports.figures import background
+    from bids_ketamine_fc.reports.participant import seed_maps_figure
+
+    seeds = []
+    for name, i in (("A", 4), ("B", 14)):
+        path = tmp_path / f"{name}.nii.gz"
+        nb.save(nb.Nifti1Image(rng.standard_normal(SHAPE).astype(np.float32), AFFINE), path)
+        voxels = np.zeros(SHAPE, np.float32)
+        voxels[i : i + 2, 10:12, 8:10] = 1
+        seeds.append((name, str(path), nb.Nifti1Image(voxels, AFFINE)))
+    fig, caption = seed_maps_figure(seeds, background(), 60)
+    threshold = display_threshold(60)
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert {"A", "B", "L", "R"} <= set(texts)  # a row per seed, with L/R
+    assert sum(t.startswith(("x=", "y=", "z=")) for t in texts) == 6  # cut coordinates
+    bars = [ax for ax in fig.axes if ax.get_title() == "Fisher z"]
+    assert len(bars) == 1  # one colour bar for every seed, with its unit
+    np.testing.assert_allclose(bars[0].get_yticks(), [-1, -threshold, 0, threshold, 1])
+    from matplotlib.collections import QuadMesh
+
+    (solids,) = [c for c in bars[0].collections if isinstance(c, QuadMesh)]
+    cmap = solids.get_cmap()
+    assert cmap(0.5)[:3] == (0.5, 0.5, 0.5)  # below the display threshold: grey
+    assert cmap(1.0)[0] > 0.3 > cmap(1.0)[2] and cmap(0.0)[2] > 0.3 > cmap(0.0)[0]  # red / blue
+    assert f"{threshold:.2f}" in caption and "60 temporal degrees of freedom" in caption
+    fig.clf()
+
+
+def test_seeds_figure_labels_each_seed_under_its_own_slices():
+    from bids_ketamine_fc.reports.figures import background
+    from bids_ketamine_fc.reports.qc_figures import seeds_figure
+
+    mask = np.zeros(SHAPE, bool)
+    mask[2:18, 2:22, 2:18] = True
+    index = np.flatnonzero(mask.ravel(order="F"))
+    i, j, k = np.unravel_index(index, SHAPE, order="F")
+    core = (i >= 8) & (i < 10) & (k >= 8) & (k < 10)
+    front = np.flatnonzero(core & (j >= 17) & (j < 19))  # y = 0 mm
+    back = np.flatnonzero(core & (j >= 4) & (j < 6))  # y = -52 mm
+    data = {"mask_index": index, "shape": np.array(SHAPE), "affine": AFFINE,
+            "seed_names": np.array(["front", "back"]), "seed_counts": np.array([8, 8]),
+            "seed_voxels": np.concatenate([front, back])}  # fmt: skip
+    # the table's order (alphabetical) differs from the run's order of the seeds
+    fig = seeds_figure(data, background(), {"back": "back: 8 vox", "front": "front: 8 vox"})
+    where = {t.get_text(): t.get_position()[0] for t in fig.axes[0].texts}
+    for label, own, other in (
+        ("front: 8 vox", "y = 0", "y = -52"),
+        ("back: 8 vox", "y = -52", "y = 0"),
+    ):
+        assert abs(where[label] - where[own]) < abs(where[label] - where[other])
+    fig.clf()

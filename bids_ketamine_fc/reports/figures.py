@@ -24,6 +24,9 @@ LOGGER = logging.getLogger(__name__)
 DPI = 200
 #: CSS pixels per inch of figure (the browser's 96, rounded).
 CSS_PER_INCH = 100
+#: zlib level of the embedded PNGs: 3 encodes the report's figures about 2x faster than the
+#: default 6, for files about 10 % larger.
+PNG_COMPRESSION = 3
 
 
 def pyplot():
@@ -55,7 +58,13 @@ def embed(fig, alt: str, css_class: str = "fig", close: bool = True) -> str:
     """
     buffer = io.BytesIO()
     width = fig.get_figwidth() * CSS_PER_INCH
-    fig.savefig(buffer, format="png", dpi=DPI, facecolor=fig.get_facecolor())
+    fig.savefig(
+        buffer,
+        format="png",
+        dpi=DPI,
+        facecolor=fig.get_facecolor(),
+        pil_kwargs={"compress_level": PNG_COMPRESSION},
+    )
     if close:
         pyplot().close(fig)
     encoded = base64.b64encode(buffer.getvalue()).decode()
@@ -71,15 +80,24 @@ BACKGROUND = "MNI152 template (ICBM 2009a, shipped with nilearn), 2 mm"
 
 @lru_cache(maxsize=1)
 def background() -> nb.Nifti1Image:
-    """Return the anatomical background: a float32 RAS T1-weighted image at 2 mm (cached)."""
+    """Return the anatomical background: a float32 RAS T1-weighted image at 2 mm (cached).
+
+    Cropped to the head (half the voxels of the template's box: every figure, and nilearn's
+    checks of the background in each ``plot_stat_map``, handle fewer voxels).
+    """
     from nilearn.datasets import MNI152_FILE_PATH
 
     img = nb.as_closest_canonical(nb.load(MNI152_FILE_PATH))
     step = max(1, int(round(2.0 / float(min(img.header.get_zooms()[:3])))))
     data = np.asarray(img.dataobj, dtype=np.float32)[::step, ::step, ::step]
+    inside = np.argwhere(data > 0)
+    low = np.maximum(inside.min(axis=0) - 2, 0) if inside.size else np.zeros(3, int)
+    high = inside.max(axis=0) + 3 if inside.size else np.asarray(data.shape)
     affine = img.affine.copy()
     affine[:3, :3] *= step
-    return nb.Nifti1Image(data, affine)
+    affine[:3, 3] += affine[:3, :3] @ low
+    box = tuple(slice(a, b) for a, b in zip(low, high, strict=True))
+    return nb.Nifti1Image(np.ascontiguousarray(data[box]), affine)
 
 
 def world_extent(affine: np.ndarray, shape: tuple[int, ...], axes: tuple[int, int]) -> list:

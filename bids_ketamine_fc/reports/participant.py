@@ -29,6 +29,7 @@ LOGGER = logging.getLogger(__name__)
 
 #: Colour scale of the seed maps: Fisher z from -VMAX to VMAX (r = +-0.76).
 VMAX = 1.0
+CMAP = "RdBu_r"
 #: Cuts are placed at the strongest connection at least this far (mm) from the seed's centre.
 MIN_DISTANCE_MM = 20.0
 #: Two-sided p below which a voxel is coloured in the seed maps (uncorrected).
@@ -67,32 +68,68 @@ def cut_coordinates(img: nb.Nifti1Image, centre: np.ndarray) -> tuple[float, flo
     return tuple(float(axes[k][best[k]]) for k in range(3))
 
 
-def seed_map_figure(path: str, bg, seed_img, dof: int):
-    """Draw one subject-level seed map (nilearn ``plot_stat_map``); return (figure, caption)."""
+def _thresholded_cmap(threshold: float):
+    """Return the seed maps' colour map, grey where ``|z| <= threshold`` (as nilearn's bar)."""
+    from matplotlib import colormaps
+    from matplotlib.colors import ListedColormap
+
+    colours = colormaps[CMAP](np.linspace(0.0, 1.0, 256))
+    colours[np.abs(np.linspace(-VMAX, VMAX, 256)) <= threshold] = (0.5, 0.5, 0.5, 1.0)
+    return ListedColormap(colours)
+
+
+def seed_maps_figure(seeds: list[tuple[str, str, nb.Nifti1Image]], bg, dof: int):
+    """Draw subject-level seed maps, one row each (nilearn ``plot_stat_map``), one colour bar.
+
+    One figure and one colour bar for all the seeds (they share the colour scale and the
+    threshold): a figure and a colour bar per seed took a third more time (nine seeds).
+
+    Parameters
+    ----------
+    seeds : list of (str, str, nibabel.Nifti1Image)
+        Name, Fisher z map (path) and voxels (RAS image) of each seed.
+    bg : nibabel.Nifti1Image
+        The anatomical background.
+    dof : int
+        Temporal degrees of freedom of the maps (sets the display threshold).
+
+    Returns
+    -------
+    matplotlib.figure.Figure, str
+        The figure and its caption (HTML).
+    """
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
     from nilearn import plotting
 
     plt = pyplot()
-    img = nb.as_closest_canonical(nb.load(path))
-    img = nb.Nifti1Image(np.nan_to_num(np.asarray(img.dataobj, np.float32)), img.affine)
-    centre = qc_figures.centre_of(seed_img)
-    cut = cut_coordinates(img, centre)
     threshold = display_threshold(dof)
-    fig = plt.figure(figsize=(9.0, 2.9))
-    display = plotting.plot_stat_map(
-        img, bg_img=bg, cut_coords=cut, threshold=threshold, vmax=VMAX, cmap="RdBu_r",
-        figure=fig, draw_cross=False, annotate=True, black_bg=True, dim=0,
-        symmetric_cbar=True, colorbar=True, resampling_interpolation="nearest",
-    )  # fmt: skip
-    display.add_contours(seed_img, levels=[0.5], colors="lime", linewidths=0.8)
-    colourbar = getattr(display, "_colorbar_ax", None)
-    if colourbar is not None:
-        colourbar.set_ylabel("Fisher z", color="white", fontsize=8, labelpad=1)
-        colourbar.yaxis.set_label_position("left")
+    row = 2.6  # inches
+    fig = plt.figure(figsize=(9.0, row * len(seeds)), facecolor="black")
+    for k, (name, path, seed_img) in enumerate(seeds):
+        img = nb.as_closest_canonical(nb.load(path))
+        img = nb.Nifti1Image(np.nan_to_num(np.asarray(img.dataobj, np.float32)), img.affine)
+        cut = cut_coordinates(img, qc_figures.centre_of(seed_img))
+        display = plotting.plot_stat_map(
+            img, bg_img=bg, cut_coords=cut, threshold=threshold, vmax=VMAX, cmap=CMAP,
+            figure=fig, axes=[0.0, 1.0 - (k + 1) / len(seeds), 0.93, 0.97 / len(seeds)],
+            title=name, draw_cross=False, annotate=True, black_bg=True, dim=0,
+            symmetric_cbar=True, colorbar=False, resampling_interpolation="nearest",
+        )  # fmt: skip
+        display.add_contours(seed_img, levels=[0.5], colors="lime", linewidths=0.8)
+    top = 1.0 - 0.25 / len(seeds)
+    bar_ax = fig.add_axes([0.945, top - 0.7 / len(seeds), 0.014, 0.7 / len(seeds)])
+    mappable = ScalarMappable(Normalize(-VMAX, VMAX), _thresholded_cmap(threshold))
+    bar = fig.colorbar(mappable, cax=bar_ax, ticks=[-VMAX, -threshold, 0, threshold, VMAX])
+    bar.ax.set_yticklabels([f"{t:.2g}" for t in bar.get_ticks()])
+    bar.ax.tick_params(labelsize=7, colors="white")
+    bar.ax.set_title("Fisher z", color="white", fontsize=8, pad=4)
     caption = (
         f"Fisher z, coloured where |z| &gt; {threshold:.2f} (two-sided p &lt; {DISPLAY_P:g} "
-        f"uncorrected at {dof} temporal degrees of freedom), scale &plusmn;{VMAX:g}; cuts at the "
-        f"strongest connection &ge; {MIN_DISTANCE_MM:g} mm from the seed (x, y, z = "
-        f"{cut[0]:.0f}, {cut[1]:.0f}, {cut[2]:.0f} mm); seed outlined in green."
+        f"uncorrected at {dof} temporal degrees of freedom), one scale &plusmn;{VMAX:g} for "
+        "every seed (colour bar at the top right; grey: below the threshold); each row is cut "
+        f"at the seed's strongest connection &ge; {MIN_DISTANCE_MM:g} mm from the seed "
+        "(coordinates in mm under the slices); seed outlined in green."
     )
     return fig, caption
 
@@ -166,9 +203,10 @@ def _seeds_section(maps: dict[str, str], data: dict | None, bg) -> list[str]:
     if data is not None and "seed_counts" in data:
         names = [str(n) for n in data["seed_names"]]
         seed_imgs = dict(zip(names, qc_figures.seed_images(data), strict=True))
-        labels = [
-            f"{r['seed']}: {r['voxels']} vox, {fmt(100 * (r['coverage'] or 0), 3)} %" for r in rows
-        ]
+        labels = {
+            r["seed"]: f"{r['seed']}: {r['voxels']} vox, {fmt(100 * (r['coverage'] or 0), 3)} %"
+            for r in rows
+        }
         parts.append(
             "<figure>" + embed(qc_figures.seeds_figure(data, bg, labels), "seeds")
             + "<figcaption>Each seed's voxels inside the brain mask (coverage: fraction of the "
@@ -176,14 +214,17 @@ def _seeds_section(maps: dict[str, str], data: dict | None, bg) -> list[str]:
             "</figure>"
         )  # fmt: skip
     parts.append("<h2>Seed-to-voxel connectivity</h2>")
+    by_dof: dict[int, list] = {}  # one figure per threshold (the seeds of a subject share one)
     for seed, path in maps.items():
-        if seed not in seed_imgs:
-            continue
-        dof = int(sidecars[seed].get("DegreesOfFreedom") or 0)
-        fig, caption = seed_map_figure(path, bg, seed_imgs[seed], dof)
+        if seed in seed_imgs:
+            dof = int(sidecars[seed].get("DegreesOfFreedom") or 0)
+            by_dof.setdefault(dof, []).append((seed, path, seed_imgs[seed]))
+    for dof, seeds in by_dof.items():
+        fig, caption = seed_maps_figure(seeds, bg, dof)
+        names = ", ".join(seed for seed, _, _ in seeds)
         parts.append(
-            f"<figure><figcaption class='title'>{html.escape(seed)}</figcaption>"
-            f"{embed(fig, f'{seed} map')}<figcaption>{caption}</figcaption></figure>"
+            f"<figure>{embed(fig, f'seed maps: {names}')}<figcaption>{caption}</figcaption>"
+            "</figure>"
         )
     return parts
 

@@ -122,6 +122,32 @@ def _volume(values: np.ndarray, mask_index: np.ndarray, shape, affine):
     return nb.as_closest_canonical(img)
 
 
+def _panel(ax, img, axis: int, coordinate: float, offset, masked: bool = False, **kwargs):
+    """Draw the slice of ``img`` at ``coordinate`` into a mosaic axes, shifted by ``offset`` (mm).
+
+    ``masked`` leaves the voxels <= 0 transparent. Returns the ``AxesImage``.
+    """
+    values, (left, right, bottom, top) = plane(img, axis, coordinate)
+    if masked:
+        values = np.ma.masked_less_equal(values, 0)
+    extent = (left + offset[0], right + offset[0], bottom + offset[1], top + offset[1])
+    return ax.imshow(values, origin="lower", extent=extent, interpolation="nearest", **kwargs)
+
+
+def _mosaic_axes(fig, rect: list[float], width: float, height: float):
+    """Return one axes without frame holding a mosaic of ``width`` x ``height`` mm.
+
+    All the panels of a figure go into one axes (one matplotlib axes per panel cost about as
+    much as the drawing itself).
+    """
+    ax = fig.add_axes(rect)
+    ax.set_xlim(0, width)
+    ax.set_ylim(0, height)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    return ax
+
+
 def tsnr_figure(data: dict, bg, n_slices: int = 7):
     """Return axial slices of the tSNR map (before denoising) over the template."""
     plt = pyplot()
@@ -130,22 +156,24 @@ def tsnr_figure(data: dict, bg, n_slices: int = 7):
     inside = np.nonzero(values.any(axis=(0, 1)))[0]
     zs = np.linspace(inside[0], inside[-1], n_slices + 2)[1:-1] if inside.size else []
     vmax = float(np.percentile(values[values > 0], 98)) if (values > 0).any() else 1.0
-    fig, axes = plt.subplots(1, n_slices, figsize=(10.5, 1.9), facecolor="black")
-    fig.subplots_adjust(left=0.01, right=0.93, top=0.9, bottom=0.02, wspace=0.02)
-    for ax, k in zip(axes, zs, strict=False):
-        z = float(img.affine[2, 3] + img.affine[2, 2] * round(k))
-        anat, extent = plane(bg, 2, z)
-        ax.imshow(anat, cmap="gray", origin="lower", extent=extent)
-        tsnr, extent = plane(img, 2, z)
-        shown = np.ma.masked_less_equal(tsnr, 0)
-        image = ax.imshow(shown, cmap="inferno", origin="lower", extent=extent, vmin=0, vmax=vmax)
-        ax.set_title(f"z = {z:.0f}", color="white", fontsize=7, pad=2)
-        ax.axis("off")
-    axes[0].text(0.02, 0.02, "L", color="white", fontsize=8, transform=axes[0].transAxes)
-    axes[0].text(0.9, 0.02, "R", color="white", fontsize=8, transform=axes[0].transAxes)
-    bar = fig.colorbar(image, cax=fig.add_axes([0.945, 0.12, 0.008, 0.7]))
-    bar.set_label("tSNR", color="white", fontsize=7)
-    bar.ax.tick_params(labelsize=6, colors="white")
+    fig = plt.figure(figsize=(10.5, 1.9), facecolor="black")
+    left, right, bottom, top = plane(bg, 2, 0.0)[1]
+    step, height = right - left, top - bottom
+    ax = _mosaic_axes(fig, [0.01, 0.02, 0.92, 0.9], n_slices * step, height + 14)
+    image = None
+    for k, index in enumerate(zs):
+        z = float(img.affine[2, 3] + img.affine[2, 2] * round(index))
+        offset = (k * step - left, -bottom)
+        _panel(ax, bg, 2, z, offset, cmap="gray")
+        image = _panel(ax, img, 2, z, offset, True, cmap="inferno", vmin=0, vmax=vmax)
+        ax.text(k * step + step / 2, height + 7, f"z = {z:.0f}", color="white", fontsize=7,
+                ha="center", va="center")  # fmt: skip
+    ax.text(4, 4, "L", color="white", fontsize=8)
+    ax.text(step - 4, 4, "R", color="white", fontsize=8, ha="right")
+    if image is not None:
+        bar = fig.colorbar(image, cax=fig.add_axes([0.945, 0.12, 0.008, 0.7]))
+        bar.set_label("tSNR", color="white", fontsize=7)
+        bar.ax.tick_params(labelsize=6, colors="white")
     return fig
 
 
@@ -168,45 +196,41 @@ def centre_of(img) -> np.ndarray:
     return img.affine[:3, :3] @ ijk + img.affine[:3, 3]
 
 
-def seeds_figure(data: dict, bg, labels: list[str]):
+def seeds_figure(data: dict, bg, labels: dict[str, str]):
     """Return each seed in colour on the template: coronal and axial slices through its centre.
 
     Parameters
     ----------
     data : dict
-        Report data of the run (seed voxels, mask, grid).
+        Report data of the run (seed voxels, mask, grid, seed names).
     bg : nibabel.Nifti1Image
         The template (RAS).
-    labels : list of str
-        One caption per seed (name, voxels, coverage).
+    labels : dict
+        Caption of each seed (name, voxels, coverage), by seed name.
     """
     plt = pyplot()
     from matplotlib.colors import ListedColormap
 
+    names = [str(name) for name in data["seed_names"]]
     images = seed_images(data)
     per_row = 3
     n_rows = -(-len(images) // per_row)
-    fig, axes = plt.subplots(
-        n_rows, 2 * per_row, figsize=(10.5, 1.9 * n_rows), facecolor="black", squeeze=False
-    )
-    for ax in axes.ravel():
-        ax.axis("off")
-    for k, (img, label) in enumerate(zip(images, labels, strict=True)):
+    (x0, x1, y0, y1), (_, _, z0, z1) = plane(bg, 2, 0.0)[1], plane(bg, 1, 0.0)[1]
+    width, height = x1 - x0 + 8, max(y1 - y0, z1 - z0) + 24  # gaps, titles and labels
+    fig = plt.figure(figsize=(10.5, 1.9 * n_rows), facecolor="black")
+    ax = _mosaic_axes(fig, [0.01, 0.01, 0.98, 0.98], 2 * per_row * width, n_rows * height)
+    for k, (img, name) in enumerate(zip(images, names, strict=True)):
         centre = centre_of(img)
         colour = _SEED_COLOURS[k % len(_SEED_COLOURS)]
+        row_bottom = (n_rows - 1 - k // per_row) * height
         for j, axis in enumerate((1, 2)):
-            ax = axes[k // per_row, 2 * (k % per_row) + j]
-            anat, extent = plane(bg, axis, centre[axis])
-            ax.imshow(anat, cmap="gray", origin="lower", extent=extent)
-            seed, extent = plane(img, axis, centre[axis])
-            ax.imshow(
-                np.ma.masked_equal(seed, 0), cmap=ListedColormap([colour]), origin="lower",
-                extent=extent, interpolation="nearest",
-            )  # fmt: skip
-            ax.set_title(f"{'xyz'[axis]} = {centre[axis]:.0f}", color="0.8", fontsize=6, pad=1)
-        axes[k // per_row, 2 * (k % per_row)].text(
-            1.0, -0.08, label, color=colour, fontsize=7, ha="center", va="top",
-            transform=axes[k // per_row, 2 * (k % per_row)].transAxes,
-        )  # fmt: skip
-    fig.subplots_adjust(left=0.01, right=0.99, top=0.93, bottom=0.12, wspace=0.02, hspace=0.35)
+            left = (2 * (k % per_row) + j) * width
+            low = z0 if axis == 1 else y0
+            offset = (left - x0, row_bottom + 14 - low)
+            _panel(ax, bg, axis, centre[axis], offset, cmap="gray")
+            _panel(ax, img, axis, centre[axis], offset, True, cmap=ListedColormap([colour]))
+            ax.text(left + (x1 - x0) / 2, row_bottom + height - 4, f"{'xyz'[axis]} = "
+                    f"{centre[axis]:.0f}", color="0.8", fontsize=6, ha="center", va="top")  # fmt: skip
+        ax.text((2 * (k % per_row) + 1) * width - 4, row_bottom + 4, labels.get(name, name),
+                color=colour, fontsize=7, ha="center", va="bottom")  # fmt: skip
     return fig
