@@ -98,6 +98,16 @@ def _png_sizes(html: str) -> list[tuple[int, int]]:
     return found
 
 
+def _svg_images(html: str) -> list[list[str]]:
+    """The ``<image>`` elements of every inline SVG figure."""
+    found = []
+    for data in re.findall(r"src='data:image/svg\+xml;base64,([^']+)'", html):
+        svg = base64.b64decode(data).decode()
+        assert svg.lstrip().startswith("<?xml") and "</svg>" in svg
+        found.append(re.findall(r"<image [^>]*>", svg))
+    return found
+
+
 def test_participant_report_tells_the_denoising_story(tmp_path, rng):
     series, operator, outliers = _run(rng)
     mask = np.zeros(SHAPE, bool)
@@ -143,8 +153,12 @@ def test_participant_report_tells_the_denoising_story(tmp_path, rng):
         assert text in html, text
     assert str(tmp_path) not in html  # no machine path
     sizes = _png_sizes(html)
-    assert len(sizes) == 5  # denoising x 2 (one excluded), tSNR, seeds, one seed map
+    assert len(sizes) == 2  # denoising x 2 (one excluded)
     assert all(pixels == 2 * css for pixels, css in sizes)  # 2x: sharp
+    svgs = _svg_images(html)
+    assert len(svgs) == 3  # tSNR, seeds, seed maps
+    # slices are written unsampled (their voxels), drawn pixelated: sharp at any zoom
+    assert all(images and all("pixelated" in image for image in images) for images in svgs)
 
 
 def test_methods_boilerplate_from_the_settings(tmp_path):

@@ -1,7 +1,8 @@
-"""Figure helpers shared by the reports: sharp embedded PNGs, the anatomical background, slices.
+"""Figure helpers shared by the reports: sharp embedded figures, the anatomical background, slices.
 
 Figures are embedded as PNG drawn at twice their display size (:data:`DPI` against the CSS
-width), so they stay sharp on high-density screens and when zoomed. The anatomical background
+width, :func:`embed`), so they stay sharp on high-density screens and when zoomed; figures made
+of brain slices as SVG with their voxels unsampled (``slices=True``). The anatomical background
 is loaded once per process (:func:`background`): the MNI152 template that nilearn ships (ICBM
 2009a nonlinear symmetric, 1 mm, taken every second voxel), always available offline and close
 enough to MNI152NLin2009cAsym and MNI152NLin6Asym for display (the maps are not resampled).
@@ -39,8 +40,14 @@ def pyplot():
     return plt
 
 
-def embed(fig, alt: str, css_class: str = "fig", close: bool = True) -> str:
-    """Return a figure as an ``<img>`` tag with an inline 2x PNG (and close it).
+def embed(fig, alt: str, css_class: str = "fig", close: bool = True, slices: bool = False) -> str:
+    """Return a figure as an ``<img>`` tag with an inline 2x PNG, or SVG for slices (and close it).
+
+    With ``slices``, an SVG: text, lines, contours and colour bars are vectors, and every image
+    is written unsampled, its voxels as they are, which the browser draws pixelated at any zoom
+    (:func:`_write_svg`). As sharp as a 2x PNG, and faster to write for figures made of brain
+    slices (nine seed maps: 0.2 s instead of 0.95 s), as nothing is resampled to the figure's
+    pixels; not for images with more samples than pixels (such as a carpet plot).
 
     Parameters
     ----------
@@ -51,27 +58,48 @@ def embed(fig, alt: str, css_class: str = "fig", close: bool = True) -> str:
         CSS class of the image.
     close : bool
         Close the figure (False for a figure drawn again, such as a glass-brain canvas).
+    slices : bool
+        Write an SVG with its images unsampled (modifies the figure's images and colour bars).
 
     Returns
     -------
     str
     """
     buffer = io.BytesIO()
-    width = fig.get_figwidth() * CSS_PER_INCH
-    fig.savefig(
-        buffer,
-        format="png",
-        dpi=DPI,
-        facecolor=fig.get_facecolor(),
-        pil_kwargs={"compress_level": PNG_COMPRESSION},
-    )
+    if slices:
+        _write_svg(fig, buffer)
+    else:
+        fig.savefig(
+            buffer,
+            format="png",
+            dpi=DPI,
+            facecolor=fig.get_facecolor(),
+            pil_kwargs={"compress_level": PNG_COMPRESSION},
+        )
     if close:
         pyplot().close(fig)
-    encoded = base64.b64encode(buffer.getvalue()).decode()
+    width = fig.get_figwidth() * CSS_PER_INCH
+    mime = "image/svg+xml" if slices else "image/png"
     return (
         f"<img class='{css_class}' style='width:{width:.0f}px' alt='{html.escape(alt)}' "
-        f"src='data:image/png;base64,{encoded}'>"
+        f"src='data:{mime};base64,{base64.b64encode(buffer.getvalue()).decode()}'>"
     )
+
+
+def _write_svg(fig, buffer) -> None:
+    """Write ``fig`` as SVG with its images unsampled (``interpolation="none"``, not composited)."""
+    import matplotlib
+
+    for ax in fig.axes:
+        for image in ax.get_images():
+            image.set_interpolation("none")
+        for collection in ax.collections:
+            if collection.get_rasterized():  # a colour bar's solids: vectors, without seams
+                collection.set_rasterized(False)
+                collection.set_edgecolor("face")
+    settings = {"image.composite_image": False, "svg.fonttype": "path", "svg.hashsalt": "fig"}
+    with matplotlib.rc_context(settings):
+        fig.savefig(buffer, format="svg", facecolor=fig.get_facecolor(), metadata={"Date": None})
 
 
 #: Where the background comes from, for the captions.

@@ -1,11 +1,12 @@
 """The participant report, ``OUTPUT_DIR/sub-<label>.html``: the denoising story and the seed maps.
 
-Self-contained (figures are inline 2x PNGs). Drawn from what the runs wrote: the QC rows, the
-report data of each run (:func:`~bids_ketamine_fc.participant.qc.write_report_data`) and the
-subject-level maps with their sidecars. Sections: summary; per run, the QC numbers, the motion,
-DVARS and carpet plot before and after denoising, and the tSNR map; the seeds on the template
-with their coverage; each seed's map (nilearn ``plot_stat_map``); the settings that shape the
-numbers; the methods paragraph.
+Self-contained (inline figures: 2x PNG for the denoising plots, SVG for the slices). Drawn from
+what the runs wrote: the QC rows, the report data of each run
+(:func:`~bids_ketamine_fc.participant.qc.write_report_data`) and the subject-level maps with their
+sidecars. Sections: summary; per run, the QC numbers, the motion, DVARS and carpet plot before
+and after denoising, and the tSNR map; the seeds on the template with their coverage; the seeds'
+maps (nilearn ``plot_stat_map``, one figure); the settings that shape the numbers; the methods
+paragraph.
 """
 
 from __future__ import annotations
@@ -167,7 +168,7 @@ def _run_section(row: dict, data: dict | None, bg, fd_threshold: float | None) -
         )
         if "tsnr" in data:
             parts.append(
-                "<figure>" + embed(qc_figures.tsnr_figure(data, bg), f"{name} tSNR")
+                "<figure>" + embed(qc_figures.tsnr_figure(data, bg), f"{name} tSNR", slices=True)
                 + "<figcaption>Temporal signal-to-noise ratio before denoising (mean over "
                 "standard deviation in time), brain mask of the run.</figcaption></figure>"
             )  # fmt: skip
@@ -208,7 +209,7 @@ def _seeds_section(maps: dict[str, str], data: dict | None, bg) -> list[str]:
             for r in rows
         }
         parts.append(
-            "<figure>" + embed(qc_figures.seeds_figure(data, bg, labels), "seeds")
+            "<figure>" + embed(qc_figures.seeds_figure(data, bg, labels), "seeds", slices=True)
             + "<figcaption>Each seed's voxels inside the brain mask (coverage: fraction of the "
             "seed inside the mask), coronal and axial slices through its centre.</figcaption>"
             "</figure>"
@@ -223,7 +224,7 @@ def _seeds_section(maps: dict[str, str], data: dict | None, bg) -> list[str]:
         fig, caption = seed_maps_figure(seeds, bg, dof)
         names = ", ".join(seed for seed, _, _ in seeds)
         parts.append(
-            f"<figure>{embed(fig, f'seed maps: {names}')}<figcaption>{caption}</figcaption>"
+            f"<figure>{embed(fig, f'seed maps: {names}', slices=True)}<figcaption>{caption}</figcaption>"
             "</figure>"
         )
     return parts
