@@ -1,8 +1,8 @@
 """Figure helpers shared by the reports: sharp embedded figures, the anatomical background, slices.
 
-Figures are embedded as PNG drawn at twice their display size (:data:`DPI` against the CSS
-width, :func:`embed`), so they stay sharp on high-density screens and when zoomed; figures made
-of brain slices as SVG with their voxels unsampled (``slices=True``). The anatomical background
+Figures are embedded (:func:`embed`) as PNG drawn at twice their display size (:data:`DPI`
+against the CSS width), so they stay sharp on high-density screens and when zoomed, or as SVG
+with their images unsampled (``svg=True``, the participant report). The anatomical background
 is loaded once per process (:func:`background`): the MNI152 template that nilearn ships (ICBM
 2009a nonlinear symmetric, 1 mm, taken every second voxel), always available offline and close
 enough to MNI152NLin2009cAsym and MNI152NLin6Asym for display (the maps are not resampled).
@@ -40,14 +40,14 @@ def pyplot():
     return plt
 
 
-def embed(fig, alt: str, css_class: str = "fig", close: bool = True, slices: bool = False) -> str:
-    """Return a figure as an ``<img>`` tag with an inline 2x PNG, or SVG for slices (and close it).
+def embed(fig, alt: str, css_class: str = "fig", close: bool = True, svg: bool = False) -> str:
+    """Return a figure as an ``<img>`` tag with an inline 2x PNG or SVG (and close it).
 
-    With ``slices``, an SVG: text, lines, contours and colour bars are vectors, and every image
+    With ``svg``, an SVG: text, lines, contours and colour bars are vectors, and every image
     is written unsampled, its voxels as they are, which the browser draws pixelated at any zoom
     (:func:`_write_svg`). As sharp as a 2x PNG, and faster to write for figures made of brain
     slices (nine seed maps: 0.2 s instead of 0.95 s), as nothing is resampled to the figure's
-    pixels; not for images with more samples than pixels (such as a carpet plot).
+    pixels; images with more samples than pixels (a carpet plot) are better thinned first.
 
     Parameters
     ----------
@@ -58,7 +58,7 @@ def embed(fig, alt: str, css_class: str = "fig", close: bool = True, slices: boo
         CSS class of the image.
     close : bool
         Close the figure (False for a figure drawn again, such as a glass-brain canvas).
-    slices : bool
+    svg : bool
         Write an SVG with its images unsampled (modifies the figure's images and colour bars).
 
     Returns
@@ -66,7 +66,7 @@ def embed(fig, alt: str, css_class: str = "fig", close: bool = True, slices: boo
     str
     """
     buffer = io.BytesIO()
-    if slices:
+    if svg:
         _write_svg(fig, buffer)
     else:
         fig.savefig(
@@ -79,7 +79,7 @@ def embed(fig, alt: str, css_class: str = "fig", close: bool = True, slices: boo
     if close:
         pyplot().close(fig)
     width = fig.get_figwidth() * CSS_PER_INCH
-    mime = "image/svg+xml" if slices else "image/png"
+    mime = "image/svg+xml" if svg else "image/png"
     return (
         f"<img class='{css_class}' style='width:{width:.0f}px' alt='{html.escape(alt)}' "
         f"src='data:{mime};base64,{base64.b64encode(buffer.getvalue()).decode()}'>"

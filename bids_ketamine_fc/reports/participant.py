@@ -1,6 +1,6 @@
 """The participant report, ``OUTPUT_DIR/sub-<label>.html``: the denoising story and the seed maps.
 
-Self-contained (inline figures: 2x PNG for the denoising plots, SVG for the slices). Drawn from
+Self-contained (inline SVG figures, their images unsampled: sharp at any zoom). Drawn from
 what the runs wrote: the QC rows, the report data of each run
 (:func:`~bids_ketamine_fc.participant.qc.write_report_data`) and the subject-level maps with their
 sidecars. Sections: summary; per run, the QC numbers, the motion, DVARS and carpet plot before
@@ -58,14 +58,25 @@ def cut_coordinates(img: nb.Nifti1Image, centre: np.ndarray) -> tuple[float, flo
     from scipy import ndimage
 
     data = np.nan_to_num(np.asarray(img.dataobj, dtype=np.float32))
-    smoothed = ndimage.uniform_filter(np.abs(data), size=3, mode="constant")
     axes = [img.affine[k, k] * np.arange(n) + img.affine[k, 3] for k, n in enumerate(data.shape)]
+    nonzero = data != 0
+    inside = [
+        np.flatnonzero(nonzero.any(axis=tuple(j for j in range(3) if j != k))) for k in range(3)
+    ]
+    if not inside[0].size:
+        return tuple(float(img.affine[k, 3]) for k in range(3))
+    # the box of the non-zero voxels, one voxel wider: the same neighbourhood means, less work
+    box = tuple(slice(max(i[0] - 1, 0), i[-1] + 2) for i in inside)
+    data, axes = data[box], [values[b] for values, b in zip(axes, box, strict=True)]
+    smoothed = ndimage.uniform_filter(np.abs(data), size=3, mode="constant")
     distance2 = sum(
         np.reshape((values - centre[k]) ** 2, [-1 if j == k else 1 for j in range(3)])
         for k, values in enumerate(axes)
     )  # the affine is diagonal here (maps are loaded RAS-diagonal by the caller)
-    far = distance2 >= MIN_DISTANCE_MM**2
-    best = np.unravel_index(np.argmax(np.where(far & (data != 0), smoothed, -1.0)), data.shape)
+    candidates = (distance2 >= MIN_DISTANCE_MM**2) & nonzero[box]
+    if not candidates.any():
+        return tuple(float(img.affine[k, 3]) for k in range(3))
+    best = np.unravel_index(np.argmax(np.where(candidates, smoothed, -1.0)), data.shape)
     return tuple(float(axes[k][best[k]]) for k in range(3))
 
 
@@ -159,16 +170,17 @@ def _run_section(row: dict, data: dict | None, bg, fd_threshold: float | None) -
     if data is not None:
         parts.append(
             "<figure>"
-            + embed(qc_figures.denoising_figure(data, fd_threshold), f"{name} denoising")
+            + embed(qc_figures.denoising_figure(data, fd_threshold), f"{name} denoising", svg=True)
             + "<figcaption>Framewise displacement (scrubbed volumes red, dummy scans grey), "
             "DVARS before and after denoising, and the carpet plot of "
             f"{data['carpet_before'].shape[1] if 'carpet_before' in data else 0} brain voxels "
             "(evenly spaced, ordered by mean intensity: white matter at the top, CSF at the "
-            "bottom) before and after denoising, in % of each voxel's mean.</figcaption></figure>"
+            "bottom; evenly spaced rows of them drawn, one per pixel at twice the display size) "
+            "before and after denoising, in % of each voxel's mean.</figcaption></figure>"
         )
         if "tsnr" in data:
             parts.append(
-                "<figure>" + embed(qc_figures.tsnr_figure(data, bg), f"{name} tSNR", slices=True)
+                "<figure>" + embed(qc_figures.tsnr_figure(data, bg), f"{name} tSNR", svg=True)
                 + "<figcaption>Temporal signal-to-noise ratio before denoising (mean over "
                 "standard deviation in time), brain mask of the run.</figcaption></figure>"
             )  # fmt: skip
@@ -209,7 +221,7 @@ def _seeds_section(maps: dict[str, str], data: dict | None, bg) -> list[str]:
             for r in rows
         }
         parts.append(
-            "<figure>" + embed(qc_figures.seeds_figure(data, bg, labels), "seeds", slices=True)
+            "<figure>" + embed(qc_figures.seeds_figure(data, bg, labels), "seeds", svg=True)
             + "<figcaption>Each seed's voxels inside the brain mask (coverage: fraction of the "
             "seed inside the mask), coronal and axial slices through its centre.</figcaption>"
             "</figure>"
@@ -224,7 +236,7 @@ def _seeds_section(maps: dict[str, str], data: dict | None, bg) -> list[str]:
         fig, caption = seed_maps_figure(seeds, bg, dof)
         names = ", ".join(seed for seed, _, _ in seeds)
         parts.append(
-            f"<figure>{embed(fig, f'seed maps: {names}', slices=True)}<figcaption>{caption}</figcaption>"
+            f"<figure>{embed(fig, f'seed maps: {names}', svg=True)}<figcaption>{caption}</figcaption>"
             "</figure>"
         )
     return parts

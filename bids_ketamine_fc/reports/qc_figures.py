@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bids_ketamine_fc.reports.figures import plane, pyplot
+from bids_ketamine_fc.reports.figures import DPI, plane, pyplot
 
 #: Carpet colour range: +-this many % of each voxel's mean signal.
 CARPET_RANGE_PCT = 2.0
@@ -75,12 +75,16 @@ def denoising_figure(data: dict, fd_threshold: float | None):
         means = data["carpet_before"].mean(axis=0)
         before = _percent_change(data["carpet_before"], means)
         after = 100.0 * data["carpet_after"].T / np.where(means > 0, means, 1.0)[:, None]
+        pixels = int(heights[2] * DPI)
         for ax, values, x, title in (
             (axes[2], before, volumes, "before denoising (detrended)"),
             (axes[3], after, rows, "after denoising"),
         ):
+            shown = values[
+                np.round(np.linspace(0, len(values) - 1, min(len(values), pixels))).astype(int)
+            ]  # rows the figure can show: at most one per pixel
             image = ax.imshow(
-                values, aspect="auto", cmap="gray", interpolation="nearest",
+                shown, aspect="auto", cmap="gray", interpolation="nearest",
                 vmin=-CARPET_RANGE_PCT, vmax=CARPET_RANGE_PCT,
                 extent=(x[0] - 0.5, x[-1] + 0.5, values.shape[0], 0),
             )  # fmt: skip
