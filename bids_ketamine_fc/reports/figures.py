@@ -118,14 +118,29 @@ def background() -> nb.Nifti1Image:
     img = nb.as_closest_canonical(nb.load(MNI152_FILE_PATH))
     step = max(1, int(round(2.0 / float(min(img.header.get_zooms()[:3])))))
     data = np.asarray(img.dataobj, dtype=np.float32)[::step, ::step, ::step]
-    inside = np.argwhere(data > 0)
-    low = np.maximum(inside.min(axis=0) - 2, 0) if inside.size else np.zeros(3, int)
-    high = inside.max(axis=0) + 3 if inside.size else np.asarray(data.shape)
     affine = img.affine.copy()
     affine[:3, :3] *= step
-    affine[:3, 3] += affine[:3, :3] @ low
-    box = tuple(slice(a, b) for a, b in zip(low, high, strict=True))
-    return nb.Nifti1Image(np.ascontiguousarray(data[box]), affine)
+    img = nb.Nifti1Image(data, affine)
+    box = nonzero_box(data, margin=2)
+    return img if box is None else crop(img, box)
+
+
+def nonzero_box(data: np.ndarray, margin: int = 1) -> tuple[slice, ...] | None:
+    """Return the box of the non-zero voxels of a 3-D array, ``margin`` voxels wider, or None."""
+    nonzero = data != 0
+    inside = [
+        np.flatnonzero(nonzero.any(axis=tuple(j for j in range(3) if j != k))) for k in range(3)
+    ]
+    if not inside[0].size:
+        return None
+    return tuple(slice(max(i[0] - margin, 0), i[-1] + 1 + margin) for i in inside)
+
+
+def crop(img: nb.Nifti1Image, box: tuple[slice, ...]) -> nb.Nifti1Image:
+    """Return the part of an image inside ``box`` (a contiguous array), with its affine."""
+    affine = img.affine.copy()
+    affine[:3, 3] = nb.affines.apply_affine(img.affine, [b.start for b in box])
+    return nb.Nifti1Image(np.ascontiguousarray(np.asarray(img.dataobj)[box]), affine)
 
 
 def world_extent(affine: np.ndarray, shape: tuple[int, ...], axes: tuple[int, int]) -> list:

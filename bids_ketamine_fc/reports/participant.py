@@ -22,7 +22,14 @@ import numpy as np
 from scipy import stats
 
 from bids_ketamine_fc.reports import qc_figures
-from bids_ketamine_fc.reports.figures import BACKGROUND, background, embed, pyplot
+from bids_ketamine_fc.reports.figures import (
+    BACKGROUND,
+    background,
+    crop,
+    embed,
+    nonzero_box,
+    pyplot,
+)
 from bids_ketamine_fc.reports.style import STYLE, definition_list, fmt, page, table
 from bids_ketamine_fc.utils.io import atomic_write_text
 
@@ -59,21 +66,16 @@ def cut_coordinates(img: nb.Nifti1Image, centre: np.ndarray) -> tuple[float, flo
 
     data = np.nan_to_num(np.asarray(img.dataobj, dtype=np.float32))
     axes = [img.affine[k, k] * np.arange(n) + img.affine[k, 3] for k, n in enumerate(data.shape)]
-    nonzero = data != 0
-    inside = [
-        np.flatnonzero(nonzero.any(axis=tuple(j for j in range(3) if j != k))) for k in range(3)
-    ]
-    if not inside[0].size:
+    box = nonzero_box(data)  # the same neighbourhood means on fewer voxels
+    if box is None:
         return tuple(float(img.affine[k, 3]) for k in range(3))
-    # the box of the non-zero voxels, one voxel wider: the same neighbourhood means, less work
-    box = tuple(slice(max(i[0] - 1, 0), i[-1] + 2) for i in inside)
     data, axes = data[box], [values[b] for values, b in zip(axes, box, strict=True)]
     smoothed = ndimage.uniform_filter(np.abs(data), size=3, mode="constant")
     distance2 = sum(
         np.reshape((values - centre[k]) ** 2, [-1 if j == k else 1 for j in range(3)])
         for k, values in enumerate(axes)
     )  # the affine is diagonal here (maps are loaded RAS-diagonal by the caller)
-    candidates = (distance2 >= MIN_DISTANCE_MM**2) & nonzero[box]
+    candidates = (distance2 >= MIN_DISTANCE_MM**2) & (data != 0)
     if not candidates.any():
         return tuple(float(img.affine[k, 3]) for k in range(3))
     best = np.unravel_index(np.argmax(np.where(candidates, smoothed, -1.0)), data.shape)
@@ -122,6 +124,14 @@ def seed_maps_figure(seeds: list[tuple[str, str, nb.Nifti1Image]], bg, dof: int)
         img = nb.as_closest_canonical(nb.load(path))
         img = nb.Nifti1Image(np.nan_to_num(np.asarray(img.dataobj, np.float32)), img.affine)
         cut = cut_coordinates(img, qc_figures.centre_of(seed_img))
+        box = nonzero_box(np.asarray(img.dataobj))
+        if (
+            box is not None
+            and seed_img.shape == img.shape
+            and np.allclose(seed_img.affine, img.affine)
+        ):
+            # nilearn checks and slices whole volumes: give it the brain's box only
+            img, seed_img = crop(img, box), crop(seed_img, box)
         display = plotting.plot_stat_map(
             img, bg_img=bg, cut_coords=cut, threshold=threshold, vmax=VMAX, cmap=CMAP,
             figure=fig, axes=[0.0, 1.0 - (k + 1) / len(seeds), 0.93, 0.97 / len(seeds)],
