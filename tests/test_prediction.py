@@ -362,7 +362,7 @@ def test_null_calibration_fast():
 @pytest.mark.slow
 @pytest.mark.skipif(
     os.environ.get("BIDS_KETAMINE_FC_SLOW") != "1",
-    reason="opt-in: BIDS_KETAMINE_FC_SLOW=1 (~10 min)",
+    reason="opt-in: BIDS_KETAMINE_FC_SLOW=1 (about 2 min on 2 cores; CI sets it)",
 )
 def test_null_calibration_and_power():
     """Null data sets (24 participants): the share of p < .05 for AUC and cv r, and power.

@@ -431,7 +431,7 @@ def _null_cluster_fwe_rate(dof: int, n_sets: int, seed: int) -> float:
 @pytest.mark.slow
 @pytest.mark.skipif(
     os.environ.get("BIDS_KETAMINE_FC_SLOW") != "1",
-    reason="opt-in: BIDS_KETAMINE_FC_SLOW=1 (~10 min)",
+    reason="opt-in: BIDS_KETAMINE_FC_SLOW=1 (about 2 min on 2 cores; CI sets it)",
 )
 def test_rft_cluster_fwe_is_inflated_at_low_dof():
     """The measurement behind clusters.MIN_RFT_DOF: null rate at 4 dof vs 10 dof (400 sets each)."""
