@@ -126,6 +126,30 @@ def test_read_only_output_folder(tmp_path, capsys):
     assert code == 73 and "OUTPUT_DIR" in error_line(err) and "cannot write" in err
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="a read-only bind mount needs root")
+def test_read_only_mounted_output_folder(tmp_path):
+    """As root (CI), chmod does not stop writes: OUTPUT_DIR is a read-only bind mount instead."""
+    bids = make_dataset(tmp_path, subjects=("01",), n_volumes=40)
+    out = tmp_path / "out"
+    out.mkdir()
+    command = [sys.executable, "-m", "bids_ketamine_fc.cli.run", bids, out, "participant", "-w",
+               tmp_path / "work", "--seeds", tmp_path / "seeds.json"]  # fmt: skip
+    script = (
+        'mount --bind "$0" "$0" && mount -o remount,ro,bind "$0" || exit 99; '
+        'touch "$0/probe" 2>/dev/null && exit 98; exec "$@"'
+    )
+    done = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", script, out, *map(str, command)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    if done.returncode in (98, 99):
+        pytest.skip("no read-only bind mount here (unshare or mount not permitted)")
+    assert done.returncode == 73, done.stderr
+    line = error_line(done.stderr)
+    assert "OUTPUT_DIR" in line and "cannot write" in line and "Read-only file system" in line
+    assert not list(out.iterdir())
+
+
 @pytest.mark.parametrize(
     ("option", "value"),
     [
