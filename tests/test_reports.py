@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from pathlib import Path
 
 import nibabel as nb
 import numpy as np
@@ -15,7 +16,8 @@ from bids_ketamine_fc.config import Settings
 from bids_ketamine_fc.participant.denoising import build_operator
 from bids_ketamine_fc.participant.qc import carpet_positions, dvars_percent, write_report_data
 from bids_ketamine_fc.reports import citation, references
-from bids_ketamine_fc.reports.participant import display_threshold, write_participant_report
+from bids_ketamine_fc.reports.participant import write_participant_report
+from bids_ketamine_fc.reports.seed_maps import display_threshold
 from bids_ketamine_fc.reports.style import fmt, fmt_p, table
 
 SHAPE = (20, 24, 20)
@@ -205,7 +207,7 @@ def test_methods_boilerplate_from_the_settings(tmp_path):
 
 
 def test_seed_maps_are_cut_at_the_strongest_connection_away_from_the_seed():
-    from bids_ketamine_fc.reports.participant import cut_coordinates
+    from bids_ketamine_fc.reports.seed_maps import cut_coordinates
 
     data = np.zeros(SHAPE, np.float32)
     data[5, 5, 5] = 3.0  # the seed itself: largest, but excluded
@@ -218,7 +220,7 @@ def test_seed_maps_are_cut_at_the_strongest_connection_away_from_the_seed():
 
 def test_seed_maps_share_one_figure_with_a_labelled_colour_bar(tmp_path, rng):
     from bids_ketamine_fc.reports.figures import background
-    from bids_ketamine_fc.reports.participant import seed_maps_figure
+    from bids_ketamine_fc.reports.seed_maps import seed_maps_figure
 
     seeds = []
     for name, i in (("A", 4), ("B", 14)):
@@ -268,3 +270,11 @@ def test_seeds_figure_labels_each_seed_under_its_own_slices():
     ):
         assert abs(where[label] - where[own]) < abs(where[label] - where[other])
     fig.clf()
+
+
+def test_background_is_nilearns_mni152_template_found_without_importing_its_datasets():
+    from nilearn.datasets import MNI152_FILE_PATH
+
+    from bids_ketamine_fc.reports.figures import _nilearn_template
+
+    assert Path(_nilearn_template()).samefile(MNI152_FILE_PATH)

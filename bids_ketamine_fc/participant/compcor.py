@@ -136,16 +136,19 @@ def conn_components(
         The mean signal, then components in order of decreasing variance. Scale and sign are
         arbitrary (only the space they span enters the regression).
     """
-    data = np.asarray(series, dtype=np.float64)
+    data = np.array(series, dtype=np.float64)  # a copy, centred and weighted in place below
     weight = np.asarray(weight, dtype=np.float64)
     mean = data @ weight / weight.sum()
-    centred = data - data.mean(axis=0)
-    summed = centred @ weight
+    data -= data.mean(axis=0)
+    summed = data @ weight
     removed = np.column_stack([summed, covariates - covariates.mean(axis=0)])
     q, s, _ = np.linalg.svd(removed, full_matrices=False)
     q = q[:, s > s.max() * max(removed.shape) * np.finfo(float).eps] if s.size else q[:, :0]
-    residual = centred - q @ (q.T @ centred)
-    gram = (residual * weight) @ residual.T
+    # The weighted Gram matrix of the residuals, P (C W C') P with P = I - QQ': in the T x T space,
+    # where C W C' is one symmetric product (BLAS syrk); residuals of every voxel took 6x longer.
+    data *= np.sqrt(weight)
+    projector = np.eye(data.shape[0]) - q @ q.T
+    gram = projector @ (data @ data.T) @ projector
     values, vectors = np.linalg.eigh((gram + gram.T) / 2)
     order = np.argsort(values)[::-1][: max(n_components - 1, 0)]
     order = order[values[order] > values.max() * data.shape[0] * np.finfo(float).eps]

@@ -5,8 +5,8 @@ what the runs wrote: the QC rows, the report data of each run
 (:func:`~bids_ketamine_fc.participant.qc.write_report_data`) and the subject-level maps with their
 sidecars. Sections: summary; per run, the QC numbers, the motion, DVARS and carpet plot before
 and after denoising, and the tSNR map; the seeds on the template with their coverage; the seeds'
-maps (nilearn ``plot_stat_map``, one figure); the settings that shape the numbers; the methods
-paragraph.
+maps (one figure, :mod:`~bids_ketamine_fc.reports.seed_maps`); the settings that shape the
+numbers; the methods paragraph.
 """
 
 from __future__ import annotations
@@ -17,31 +17,15 @@ import logging
 import time
 from pathlib import Path
 
-import nibabel as nb
 import numpy as np
-from scipy import stats
 
 from bids_ketamine_fc.reports import qc_figures
-from bids_ketamine_fc.reports.figures import (
-    BACKGROUND,
-    background,
-    crop,
-    embed,
-    nonzero_box,
-    pyplot,
-)
+from bids_ketamine_fc.reports.figures import BACKGROUND, background, embed
+from bids_ketamine_fc.reports.seed_maps import seed_maps_figure
 from bids_ketamine_fc.reports.style import STYLE, definition_list, fmt, page, table
 from bids_ketamine_fc.utils.io import atomic_write_text
 
 LOGGER = logging.getLogger(__name__)
-
-#: Colour scale of the seed maps: Fisher z from -VMAX to VMAX (r = +-0.76).
-VMAX = 1.0
-CMAP = "RdBu_r"
-#: Cuts are placed at the strongest connection at least this far (mm) from the seed's centre.
-MIN_DISTANCE_MM = 20.0
-#: Two-sided p below which a voxel is coloured in the seed maps (uncorrected).
-DISPLAY_P = 0.001
 
 
 def _load(path: str | None) -> dict | None:
@@ -49,111 +33,6 @@ def _load(path: str | None) -> dict | None:
         return None
     with np.load(path) as npz:
         return {key: npz[key] for key in npz.files}
-
-
-def display_threshold(dof: int) -> float:
-    """Return |Fisher z| at two-sided p = :data:`DISPLAY_P` for ``dof`` temporal dof (SE 1/sqrt(dof - 3))."""
-    return float(stats.norm.isf(DISPLAY_P / 2) / np.sqrt(max(dof - 3, 1)))
-
-
-def cut_coordinates(img: nb.Nifti1Image, centre: np.ndarray) -> tuple[float, float, float]:
-    """Return where to cut a seed map: its strongest connection away from the seed.
-
-    The voxel with the largest |z| averaged over its 3 x 3 x 3 neighbourhood (so that a lone
-    noisy voxel does not win), at least :data:`MIN_DISTANCE_MM` from the seed's ``centre``.
-    """
-    from scipy import ndimage
-
-    data = np.nan_to_num(np.asarray(img.dataobj, dtype=np.float32))
-    axes = [img.affine[k, k] * np.arange(n) + img.affine[k, 3] for k, n in enumerate(data.shape)]
-    box = nonzero_box(data)  # the same neighbourhood means on fewer voxels
-    if box is None:
-        return tuple(float(img.affine[k, 3]) for k in range(3))
-    data, axes = data[box], [values[b] for values, b in zip(axes, box, strict=True)]
-    smoothed = ndimage.uniform_filter(np.abs(data), size=3, mode="constant")
-    distance2 = sum(
-        np.reshape((values - centre[k]) ** 2, [-1 if j == k else 1 for j in range(3)])
-        for k, values in enumerate(axes)
-    )  # the affine is diagonal here (maps are loaded RAS-diagonal by the caller)
-    candidates = (distance2 >= MIN_DISTANCE_MM**2) & (data != 0)
-    if not candidates.any():
-        return tuple(float(img.affine[k, 3]) for k in range(3))
-    best = np.unravel_index(np.argmax(np.where(candidates, smoothed, -1.0)), data.shape)
-    return tuple(float(axes[k][best[k]]) for k in range(3))
-
-
-def _thresholded_cmap(threshold: float):
-    """Return the seed maps' colour map, grey where ``|z| <= threshold`` (as nilearn's bar)."""
-    from matplotlib import colormaps
-    from matplotlib.colors import ListedColormap
-
-    colours = colormaps[CMAP](np.linspace(0.0, 1.0, 256))
-    colours[np.abs(np.linspace(-VMAX, VMAX, 256)) <= threshold] = (0.5, 0.5, 0.5, 1.0)
-    return ListedColormap(colours)
-
-
-def seed_maps_figure(seeds: list[tuple[str, str, nb.Nifti1Image]], bg, dof: int):
-    """Draw subject-level seed maps, one row each (nilearn ``plot_stat_map``), one colour bar.
-
-    One figure and one colour bar for all the seeds (they share the colour scale and the
-    threshold): a figure and a colour bar per seed took a third more time (nine seeds).
-
-    Parameters
-    ----------
-    seeds : list of (str, str, nibabel.Nifti1Image)
-        Name, Fisher z map (path) and voxels (RAS image) of each seed.
-    bg : nibabel.Nifti1Image
-        The anatomical background.
-    dof : int
-        Temporal degrees of freedom of the maps (sets the display threshold).
-
-    Returns
-    -------
-    matplotlib.figure.Figure, str
-        The figure and its caption (HTML).
-    """
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import Normalize
-    from nilearn import plotting
-
-    plt = pyplot()
-    threshold = display_threshold(dof)
-    row = 2.6  # inches
-    fig = plt.figure(figsize=(9.0, row * len(seeds)), facecolor="black")
-    for k, (name, path, seed_img) in enumerate(seeds):
-        img = nb.as_closest_canonical(nb.load(path))
-        img = nb.Nifti1Image(np.nan_to_num(np.asarray(img.dataobj, np.float32)), img.affine)
-        cut = cut_coordinates(img, qc_figures.centre_of(seed_img))
-        box = nonzero_box(np.asarray(img.dataobj))
-        if (
-            box is not None
-            and seed_img.shape == img.shape
-            and np.allclose(seed_img.affine, img.affine)
-        ):
-            # nilearn checks and slices whole volumes: give it the brain's box only
-            img, seed_img = crop(img, box), crop(seed_img, box)
-        display = plotting.plot_stat_map(
-            img, bg_img=bg, cut_coords=cut, threshold=threshold, vmax=VMAX, cmap=CMAP,
-            figure=fig, axes=[0.0, 1.0 - (k + 1) / len(seeds), 0.93, 0.97 / len(seeds)],
-            title=name, draw_cross=False, annotate=True, black_bg=True, dim=0,
-            symmetric_cbar=True, colorbar=False, resampling_interpolation="nearest",
-        )  # fmt: skip
-        display.add_contours(seed_img, levels=[0.5], colors="lime", linewidths=0.8)
-    top = 1.0 - 0.25 / len(seeds)
-    bar_ax = fig.add_axes([0.945, top - 0.7 / len(seeds), 0.014, 0.7 / len(seeds)])
-    mappable = ScalarMappable(Normalize(-VMAX, VMAX), _thresholded_cmap(threshold))
-    bar = fig.colorbar(mappable, cax=bar_ax, ticks=[-VMAX, -threshold, 0, threshold, VMAX])
-    bar.ax.set_yticklabels([f"{t:.2g}" for t in bar.get_ticks()])
-    bar.ax.tick_params(labelsize=7, colors="white")
-    bar.ax.set_title("Fisher z", color="white", fontsize=8, pad=4)
-    caption = (
-        f"Fisher z, coloured where |z| &gt; {threshold:.2f} (two-sided p &lt; {DISPLAY_P:g} "
-        f"uncorrected at {dof} temporal degrees of freedom), one scale &plusmn;{VMAX:g} for "
-        "every seed (colour bar at the top right; grey: below the threshold); each row is cut "
-        f"at the seed's strongest connection &ge; {MIN_DISTANCE_MM:g} mm from the seed "
-        "(coordinates in mm under the slices); seed outlined in green."
-    )
-    return fig, caption
 
 
 def _run_section(row: dict, data: dict | None, bg, fd_threshold: float | None) -> list[str]:
