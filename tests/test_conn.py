@@ -15,9 +15,9 @@ import pytest
 
 from bids_ketamine_fc.config import RunOptions
 from bids_ketamine_fc.participant.art import ArtGlobalSignal, SpmGlobal, composite_motion
+from bids_ketamine_fc.participant.bold import brain_voxel_index
 from bids_ketamine_fc.participant.compcor import TissueSeries, conn_components, tissue_mask
 from bids_ketamine_fc.participant.confounds import art_outliers
-from bids_ketamine_fc.participant.connectivity import brain_voxel_index
 from bids_ketamine_fc.participant.hrf import central_difference, effect_of_rest, spm_hrf
 from bids_ketamine_fc.participant.outputs import write_subject_maps
 from bids_ketamine_fc.participant.run import process_run

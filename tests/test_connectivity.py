@@ -3,11 +3,10 @@ import numpy as np
 import pytest
 
 from bids_ketamine_fc.exceptions import UserInputError
+from bids_ketamine_fc.participant.bold import brain_voxel_index, read_brain_series
 from bids_ketamine_fc.participant.connectivity import (
-    brain_voxel_index,
     combine_runs,
     fisher_z,
-    read_brain_series,
     seed_correlation,
     to_volume,
 )
@@ -109,8 +108,8 @@ def test_combine_runs_is_concatenation():
     for n in (50, 70):
         data = rng.standard_normal((n, int(mask.sum()))).astype(np.float32)
         op = build_operator(np.zeros((n, 0)), np.zeros(n, bool), TR, 1, None)
-        runs.append(seed_correlation(data, mask, affine, op, idx, fwhm_mm=0.0))
         cleaned.append(op.basis @ (op.coef.T @ data))
+        runs.append(seed_correlation(data, mask, affine, op, idx, fwhm_mm=0.0))  # uses data up
     series = np.concatenate(cleaned)
     seed_ts = series[:, idx[0]].mean(axis=1)
     expected = [np.dot(seed_ts, v) / np.linalg.norm(seed_ts) / np.linalg.norm(v) for v in series.T]
@@ -185,18 +184,20 @@ def test_reduce_dimensions_keeps_leading_temporal_components():
 
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nii"])
 def test_read_brain_series_in_small_chunks(tmp_path, monkeypatch, suffix):
-    import bids_ketamine_fc.participant.connectivity as connectivity
+    import bids_ketamine_fc.participant.bold as bold
 
     rng = np.random.default_rng(4)
     mask = _mask()
     data = (rng.standard_normal((*mask.shape, 23)) * 50 + 800).astype(np.float32)
     nb.save(nb.Nifti1Image(data, np.eye(4)), tmp_path / f"bold{suffix}")
     # three volumes a chunk, and dummies that end inside a chunk: every boundary is crossed
-    monkeypatch.setattr(connectivity, "_CHUNK_BYTES", 3 * mask.size * 4)
+    monkeypatch.setattr(bold, "_CHUNK_BYTES", 3 * mask.size * 4)
     series = read_brain_series(tmp_path / f"bold{suffix}", mask, n_dummy=4)
     ref = data.reshape(-1, 23, order="F")[brain_voxel_index(mask)].T[4:]
     assert np.array_equal(series.data, ref)
     assert np.array_equal(series.global_signal, ref.mean(axis=1, dtype=np.float64))
+    ref64 = ref.astype(np.float64)  # tSNR from moments taken chunk by chunk
+    np.testing.assert_allclose(series.tsnr, ref64.mean(axis=0) / ref64.std(axis=0), rtol=1e-6)
     data[5, 5, 3, 17] = np.inf  # in a late chunk
     data[6, 5, 3, 17] = -np.inf
     nb.save(nb.Nifti1Image(data, np.eye(4)), tmp_path / f"bad{suffix}")

@@ -14,7 +14,7 @@ flagged. This module computes both measures as ``art.m`` (CONN 20.a) does:
   mask); when that mask holds fewer than a tenth of the voxels, ``spm_global`` of each volume.
 
 :class:`ArtGlobalSignal` computes the global signal while the BOLD file is read
-(:func:`~bids_ketamine_fc.participant.connectivity.read_brain_series` hands it every volume); the
+(:func:`~bids_ketamine_fc.participant.bold.read_brain_series` hands it every volume); the
 rule that turns both measures into outliers is
 :func:`~bids_ketamine_fc.participant.confounds.art_outliers`.
 """

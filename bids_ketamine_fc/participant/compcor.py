@@ -100,21 +100,25 @@ class TissueSeries:
 
     def __init__(self, masks: list[TissueMask]):
         self.masks = masks
-        self.index = np.unique(np.concatenate([m.index for m in masks])) if masks else np.zeros(0)
-        self.blocks: list[np.ndarray] = []
+        self.blocks: dict[str, list[np.ndarray]] = {mask.label: [] for mask in masks}
 
     def update(self, volumes: np.ndarray) -> None:
         """Take a block of volumes, shape (n, n_grid_voxels), float32, Fortran voxel order."""
-        self.blocks.append(volumes[:, self.index.astype(np.int64)])
+        for mask in self.masks:  # in float64 for the components: one copy, while in cache
+            part = np.take(volumes, mask.index, axis=1).astype(np.float64)
+            self.blocks[mask.label].append(part)
 
     def series(self, mask: TissueMask) -> np.ndarray:
-        """Return the (T, n_voxels) series of one mask's voxels."""
-        data = np.concatenate(self.blocks, axis=0)
-        return data[:, np.searchsorted(self.index, mask.index)]
+        """Return the (T, n_voxels) float64 series of one mask's voxels."""
+        return np.concatenate(self.blocks[mask.label], axis=0)
 
 
 def conn_components(
-    series: np.ndarray, weight: np.ndarray, covariates: np.ndarray, n_components: int
+    series: np.ndarray,
+    weight: np.ndarray,
+    covariates: np.ndarray,
+    n_components: int,
+    overwrite: bool = False,
 ) -> np.ndarray:
     """Return CONN's aCompCor regressors of one mask: its mean signal and leading components.
 
@@ -129,6 +133,8 @@ def conn_components(
         rest), removed from the time courses before the principal components.
     n_components : int
         Regressors wanted, the mean signal included (CONN's default: 5).
+    overwrite : bool
+        Work in ``series`` itself (when it is float64) instead of a copy.
 
     Returns
     -------
@@ -136,7 +142,7 @@ def conn_components(
         The mean signal, then components in order of decreasing variance. Scale and sign are
         arbitrary (only the space they span enters the regression).
     """
-    data = np.array(series, dtype=np.float64)  # a copy, centred and weighted in place below
+    data = np.array(series, dtype=np.float64, copy=not overwrite)  # centred, weighted in place
     weight = np.asarray(weight, dtype=np.float64)
     mean = data @ weight / weight.sum()
     data -= data.mean(axis=0)

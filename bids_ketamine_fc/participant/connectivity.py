@@ -1,44 +1,28 @@
-"""Seed-to-voxel connectivity of one run, from the BOLD file to Fisher z.
+"""Seed-to-voxel connectivity of one run, from its brain series to Fisher z.
 
-The run is streamed from disk volume by volume into a ``(T, n_brain_voxels)`` float32 array, so the
-peak memory is about the size of the brain voxels' series rather than of the whole 4D image; cleaning
-and smoothing act on the ``k`` coefficients of
-:class:`~bids_ketamine_fc.participant.denoising.CleaningOperator`.
-
-Brain voxels are ordered as ``np.flatnonzero(mask.ravel(order="F"))``, the order of nibabel's on-disk
-(Fortran) layout, which makes reading a volume a contiguous gather.
+The brain series (:func:`~bids_ketamine_fc.participant.bold.read_brain_series`) are projected on
+the ``k`` coefficients of :class:`~bids_ketamine_fc.participant.denoising.CleaningOperator`, in
+place; smoothing acts on the coefficient volumes. Brain voxels are ordered as
+``np.flatnonzero(mask.ravel(order="F"))``, the order of nibabel's on-disk (Fortran) layout.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-from nibabel.openers import ImageOpener
 
 from bids_ketamine_fc.exceptions import UserInputError
+from bids_ketamine_fc.participant.bold import brain_voxel_index
 from bids_ketamine_fc.participant.denoising import (
     CleaningOperator,
     gaussian_sigma_vox,
-    smooth_in_mask,
+    smooth_rows_in_mask,
 )
 from bids_ketamine_fc.participant.weighting import remove_weighted_mean, weighted_sums
-from bids_ketamine_fc.utils.io import load_nifti, read_failure
 
 # Largest |r| kept before the Fisher transform (CONN's: 1 - eps), so z stays finite (about 18.7).
 R_MAX = 1.0 - np.finfo(float).eps
-_CHUNK_BYTES = 64 * 2**20
-
-
-@dataclass
-class BrainSeries:
-    """Brain-voxel time series of one run and the cheap summaries taken while reading it."""
-
-    data: np.ndarray  # (T, n_voxels) float32
-    global_signal: np.ndarray  # (T,)
-    tsnr: np.ndarray  # (n_voxels,)
 
 
 @dataclass
@@ -78,138 +62,6 @@ class SeedCorrelation:
             return np.where(denom > 0, cross / denom, np.nan)
 
 
-def brain_voxel_index(mask: np.ndarray) -> np.ndarray:
-    """Return the Fortran-order flat positions of the mask's voxels."""
-    return np.flatnonzero(np.asarray(mask).ravel(order="F"))
-
-
-def read_brain_series(
-    bold_file: Path, mask: np.ndarray, n_dummy: int = 0, observers: tuple = ()
-) -> BrainSeries:
-    """Stream the brain voxels of a 4D NIfTI into a ``(T, n_voxels)`` float32 array.
-
-    Nibabel would first decode the whole 4D image (and a float64 copy with ``get_fdata``); reading the
-    file volume by volume keeps memory bounded by the brain voxels' series.
-
-    Parameters
-    ----------
-    bold_file : Path
-        The preprocessed BOLD image (``.nii`` or ``.nii.gz``).
-    mask : ndarray of bool
-        Brain mask on the same grid.
-    n_dummy : int
-        Initial volumes to skip.
-    observers : tuple
-        Objects whose ``update(volumes)`` receives each block of whole volumes, shape
-        ``(n, n_grid_voxels)``, float32 and scaled, voxels in Fortran order (ART's global signal
-        and the tissue voxels need voxels outside the brain mask); they copy what they keep.
-
-    Returns
-    -------
-    BrainSeries
-    """
-    fix = "re-run fMRIPrep for this run or restore the file"
-    img = load_nifti(bold_file, "BOLD run", fix)
-    try:
-        return _read_series(img, mask, n_dummy, bold_file, observers)
-    except (UserInputError, MemoryError):
-        raise
-    except Exception as err:  # truncated or corrupt data (gzip, ISA-L and numpy raise many types)
-        raise read_failure(bold_file, "BOLD run", err, fix) from err
-
-
-def _read_series(
-    img, mask: np.ndarray, n_dummy: int, bold_file: Path, observers: tuple = ()
-) -> BrainSeries:
-    proxy = img.dataobj
-    shape = img.shape
-    n_vox_grid = int(np.prod(shape[:3]))
-    n_volumes = shape[3] - n_dummy
-    index = brain_voxel_index(mask)
-    if mask.size != n_vox_grid:
-        raise ValueError(f"brain mask of {mask.size} voxels for volumes of {n_vox_grid}")
-    slope = proxy.slope if np.isfinite(proxy.slope) and proxy.slope != 0 else 1.0
-    inter = proxy.inter if np.isfinite(proxy.inter) else 0.0
-    dtype = np.dtype(proxy.dtype)
-    volume_bytes = n_vox_grid * dtype.itemsize
-    chunk = max(1, _CHUNK_BYTES // volume_bytes)
-    out = np.empty((n_volumes, index.size), dtype=np.float32)
-    global_signal = np.empty(n_volumes)
-    finite = True
-    buffer = np.empty(chunk * n_vox_grid, dtype=dtype)
-    with _open_image(proxy.file_like) as fobj:
-        _skip(fobj, proxy.offset + n_dummy * volume_bytes)
-        for start in range(0, n_volumes, chunk):
-            stop = min(start + chunk, n_volumes)
-            block = buffer[: (stop - start) * n_vox_grid]
-            if fobj.readinto(memoryview(block).cast("B")) != block.nbytes:
-                raise EOFError(f"the data end before volume {n_dummy + stop} of {shape[3]}")
-            block = block.reshape(stop - start, n_vox_grid)
-            part = out[start:stop]
-            if dtype == part.dtype:
-                # straight into place; mode "clip" skips the buffered bounds check of "raise"
-                # (5x faster here) and the index is within the volume by construction
-                np.take(block, index, axis=1, out=part, mode="clip")
-            else:
-                part[:] = block[:, index]
-            if slope != 1.0 or inter != 0.0:
-                part *= np.float32(slope)
-                part += np.float32(inter)
-            # While the block is in cache: the global signal, and a check for NaN or infinity.
-            global_signal[start:stop] = part.mean(axis=1, dtype=np.float64)
-            finite = finite and bool(np.isfinite(global_signal[start:stop]).all())
-            if observers:
-                _observe(observers, block, slope, inter)
-    if not finite:
-        bad = ~np.isfinite(out).all(axis=0)
-        raise UserInputError(
-            f"{bold_file}: {int(bad.sum())} voxels inside the brain mask hold NaN or infinite values; "
-            "re-run fMRIPrep for this run or exclude it with --participant-label/--session-label"
-        )
-    # float32 moments: a float64 pass over (T, n_voxels) costs seconds at 2 mm, for a QC figure.
-    mean = out.mean(axis=0)
-    std = out.std(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        tsnr = np.where(std > 0, mean / std, 0.0)
-    return BrainSeries(data=out, global_signal=global_signal, tsnr=tsnr)
-
-
-def _skip(fobj, n_bytes: int) -> None:
-    """Read past ``n_bytes`` of a stream that cannot seek (threaded decompression)."""
-    while n_bytes > 0:
-        data = fobj.read(min(n_bytes, _CHUNK_BYTES))
-        if not data:
-            return
-        n_bytes -= len(data)
-
-
-def _observe(observers: tuple, block: np.ndarray, slope: float, inter: float) -> None:
-    """Hand a block of whole volumes, scaled as the brain series, to every observer."""
-    values = np.asarray(block, dtype=np.float32)  # no copy for float32 files
-    if slope != 1.0 or inter != 0.0:
-        values = values * np.float32(slope)
-        values += np.float32(inter)
-    for observer in observers:
-        observer.update(values)
-
-
-def _open_image(path):
-    """Open a NIfTI file for reading, decompressing ``.gz`` with ISA-L when it is installed.
-
-    Decompression is most of a run's reading time; ``isal`` (Intel ISA-L) decompresses about twice
-    as fast as the standard library's zlib here (1.4 s against 3.0 s for a 2 mm run), and in a
-    thread of its own (it releases the GIL), so that decompression and the gathering of the brain
-    voxels overlap.
-    """
-    if str(path).endswith(".gz"):
-        try:
-            from isal import igzip_threaded
-        except ImportError:
-            return ImageOpener(path)
-        return igzip_threaded.open(path, "rb", threads=1, block_size=4 * 2**20)
-    return ImageOpener(path)
-
-
 def seed_correlation(
     series: np.ndarray,
     mask: np.ndarray,
@@ -231,7 +83,8 @@ def seed_correlation(
     Parameters
     ----------
     series : ndarray, shape (T, n_voxels), float32
-        Brain-voxel series after dropping dummies (:func:`read_brain_series`); demeaned in place.
+        Brain-voxel series after dropping dummies (:func:`read_brain_series`); used up: demeaned
+        in place, then its first rows hold the cleaned coefficients (``voxel_coef``).
     mask : ndarray of bool, 3D
     affine : ndarray (4, 4)
     operator : CleaningOperator
@@ -261,7 +114,7 @@ def seed_correlation(
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(n_threads, user_api="blas"):  # the one product big enough to share
-        coef = operator.coef.T @ series  # (k, n_voxels), float32
+        coef = _project_in_place(operator.coef, series)  # (k, n_voxels), float32
     seed_coef = np.stack([coef[:, idx].mean(axis=1) for idx in seed_voxels]).astype(np.float64)
     seed_coef *= seed_scale[:, None]
     if fwhm_mm > 0:
@@ -283,6 +136,23 @@ def seed_correlation(
         for name, value in sums.items():
             setattr(corr, name, value)
     return corr
+
+
+def _project_in_place(coef: np.ndarray, series: np.ndarray, block: int = 16384) -> np.ndarray:
+    """Return ``coef.T @ series`` (k, n_voxels) written over the first ``k`` rows of ``series``.
+
+    Block by block of voxels: the series are read once and no (k, n_voxels) array is allocated
+    (fresh pages cost more than the product here; the series are not needed afterwards).
+    """
+    k = coef.shape[1]
+    if not (series.flags.c_contiguous and k <= series.shape[0]):
+        return (coef.T @ series).astype(series.dtype, copy=False)
+    weights = np.ascontiguousarray(coef.T, dtype=series.dtype)
+    out = series[:k]
+    for start in range(0, series.shape[1], block):
+        part = np.s_[:, start : start + block]
+        out[part] = weights @ series[part]  # a (k, block) temporary, computed before the write
+    return out
 
 
 def reduce_dimensions(coef: np.ndarray, n_dims: int) -> np.ndarray:
@@ -319,37 +189,13 @@ def reduce_dimensions(coef: np.ndarray, n_dims: int) -> np.ndarray:
 def _smooth_coefficients(
     coef: np.ndarray, mask: np.ndarray, affine: np.ndarray, fwhm: float, n_threads: int = 1
 ):
-    """Smooth the coefficient volumes inside the mask; returns (k, n_voxels) float32.
-
-    The volumes are independent, so ``n_threads`` threads each smooth a share of them in place
-    (scipy's filters release the GIL); the result does not depend on ``n_threads``.
-    """
+    """Smooth the coefficient volumes inside the mask, in place; returns ``coef``."""
     # Array axes reversed (z, y, x): a C-ordered volume then matches the Fortran voxel order.
     mask_t = np.asarray(mask, dtype=bool).T
-    sigma = gaussian_sigma_vox(fwhm, affine)[::-1]
-    box = _bounding_box(mask_t)
-    sub_mask = mask_t[box]
-    volumes = np.zeros((coef.shape[0], *sub_mask.shape), dtype=np.float32)
-    flat = volumes.reshape(coef.shape[0], -1)
-    positions = np.flatnonzero(sub_mask)
-    flat[:, positions] = coef
-    shares = [s for s in np.array_split(np.arange(len(volumes)), max(1, n_threads)) if s.size]
-    if len(shares) == 1:
-        volumes = smooth_in_mask(volumes, sub_mask, sigma)
-    else:
-        with ThreadPoolExecutor(len(shares)) as pool:
-            views = [volumes[share[0] : share[-1] + 1] for share in shares]
-            list(pool.map(lambda view: smooth_in_mask(view, sub_mask, sigma), views))
-    return volumes.reshape(coef.shape[0], -1)[:, positions]
-
-
-def _bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
-    from scipy import ndimage
-
-    objects = ndimage.find_objects(mask.astype(np.uint8))
-    if not objects:
+    if not mask_t.any():
         raise UserInputError("the brain mask is empty")
-    return objects[0]
+    sigma = gaussian_sigma_vox(fwhm, affine)[::-1]
+    return smooth_rows_in_mask(coef, mask_t, sigma, n_threads)
 
 
 def fisher_z(r: np.ndarray) -> np.ndarray:

@@ -282,3 +282,61 @@ def smooth_in_mask(volumes: np.ndarray, mask: np.ndarray, sigma_vox: np.ndarray)
     smoothed *= sub_mask
     volumes[(slice(None), *box)] = smoothed
     return volumes
+
+
+def smooth_rows_in_mask(
+    values: np.ndarray, mask: np.ndarray, sigma_vox: np.ndarray, n_threads: int = 1, batch: int = 8
+) -> np.ndarray:
+    """Smooth, in place, rows of in-mask values as volumes (:func:`smooth_in_mask` row by row).
+
+    ``n_threads`` threads (scipy's filters release the GIL) each smooth a share of the rows, a
+    ``batch`` of volumes at a time in one scratch array they reuse: memory grows by a few volumes
+    instead of all ``k`` of them (about 0.6 GB for 250 coefficient volumes at 2 mm), and the
+    result does not depend on ``n_threads``.
+
+    Parameters
+    ----------
+    values : ndarray, shape (k, n_voxels), float32
+        One row per volume: the values of the mask's voxels in C order of ``mask``.
+    mask : ndarray of bool, 3D
+    sigma_vox : ndarray, shape (3,)
+        Gaussian sigma in voxels along the three axes of ``mask``.
+    n_threads : int
+    batch : int
+        Volumes smoothed together by a thread.
+
+    Returns
+    -------
+    ndarray
+        ``values``, smoothed.
+    """
+    if not np.any(sigma_vox > 0) or not values.size:
+        return values
+    box = ndimage.find_objects(mask.astype(np.uint8))[0]
+    sub_mask = mask[box]
+    positions = np.flatnonzero(sub_mask)
+    weight = ndimage.gaussian_filter(sub_mask.astype(np.float32), sigma_vox, mode="constant")
+    weight = weight.ravel()[positions]
+
+    def smooth(rows: range) -> None:
+        scratch = np.empty((min(batch, len(rows)), *sub_mask.shape), dtype=np.float32)
+        for start in range(rows.start, rows.stop, batch):
+            stop = min(start + batch, rows.stop)
+            volumes = scratch[: stop - start]
+            volumes.fill(0.0)
+            flat = volumes.reshape(stop - start, -1)
+            flat[:, positions] = values[start:stop]
+            ndimage.gaussian_filter(volumes, (0, *sigma_vox), mode="constant", output=volumes)
+            np.divide(flat[:, positions], weight, out=values[start:stop])
+
+    n_shares = max(1, min(n_threads, len(values)))
+    edges = np.linspace(0, len(values), n_shares + 1).astype(int)
+    shares = [range(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
+    if len(shares) == 1:
+        smooth(shares[0])
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(len(shares)) as pool:
+            list(pool.map(smooth, shares))
+    return values

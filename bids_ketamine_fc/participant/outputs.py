@@ -14,9 +14,9 @@ from pathlib import Path
 import nibabel as nb
 import numpy as np
 
+from bids_ketamine_fc.participant.bold import brain_voxel_index
 from bids_ketamine_fc.participant.connectivity import (
     SeedCorrelation,
-    brain_voxel_index,
     combine_runs,
     fisher_z,
     reduce_dimensions,

@@ -20,12 +20,12 @@ import numpy as np
 from bids_ketamine_fc.exceptions import UserInputError
 from bids_ketamine_fc.participant import confounds as cf
 from bids_ketamine_fc.participant.art import ArtGlobalSignal, SpmGlobal, composite_motion
-from bids_ketamine_fc.participant.compcor import TissueMask, TissueSeries, conn_components
-from bids_ketamine_fc.participant.connectivity import (
+from bids_ketamine_fc.participant.bold import (
     BrainSeries,
     brain_voxel_index,
     read_brain_series,
 )
+from bids_ketamine_fc.participant.compcor import TissueMask, TissueSeries, conn_components
 from bids_ketamine_fc.participant.denoising import lowpass_note
 from bids_ketamine_fc.participant.hrf import central_difference, effect_of_rest
 from bids_ketamine_fc.participant.strategy import CompCor, Strategy
@@ -198,8 +198,9 @@ def conn_regressors(
         wanted = {"WM": strategy.compcor.wm, "CSF": strategy.compcor.csf}
         for mask in tissue.masks:
             parts = conn_components(
-                tissue.series(mask), mask.weight, np.hstack(covariates), wanted[mask.label]
-            )
+                tissue.series(mask), mask.weight, np.hstack(covariates), wanted[mask.label],
+                overwrite=True,
+            )  # fmt: skip
             columns += list(parts.T)
             names += [f"{mask.label.lower()}_conn_{k:02d}" for k in range(parts.shape[1])]
     matrix = np.column_stack(columns) if columns else np.zeros((n, 0))

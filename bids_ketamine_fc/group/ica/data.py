@@ -19,7 +19,7 @@ import numpy as np
 from bids_ketamine_fc.config import Settings
 from bids_ketamine_fc.exceptions import UserInputError
 from bids_ketamine_fc.group.inference import rft
-from bids_ketamine_fc.participant.connectivity import read_brain_series
+from bids_ketamine_fc.participant.bold import read_brain_series
 
 LOGGER = logging.getLogger(__name__)
 
