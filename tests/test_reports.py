@@ -278,3 +278,10 @@ def test_background_is_nilearns_mni152_template_found_without_importing_its_data
     from bids_ketamine_fc.reports.figures import _nilearn_template
 
     assert Path(_nilearn_template()).samefile(MNI152_FILE_PATH)
+
+
+def test_scrubbed_volumes_are_shaded_as_runs_of_consecutive_volumes():
+    from bids_ketamine_fc.reports.qc_figures import _spans
+
+    assert _spans(np.array([3, 4, 5, 9, 12, 13])) == [(2.5, 3.0), (8.5, 1.0), (11.5, 2.0)]
+    assert _spans(np.array([7])) == [(6.5, 1.0)] and _spans(np.array([], int)) == []

@@ -104,13 +104,12 @@ class TissueSeries:
 
     def update(self, volumes: np.ndarray) -> None:
         """Take a block of volumes, shape (n, n_grid_voxels), float32, Fortran voxel order."""
-        for mask in self.masks:  # in float64 for the components: one copy, while in cache
-            part = np.take(volumes, mask.index, axis=1).astype(np.float64)
-            self.blocks[mask.label].append(part)
+        for mask in self.masks:
+            self.blocks[mask.label].append(np.take(volumes, mask.index, axis=1))
 
     def series(self, mask: TissueMask) -> np.ndarray:
-        """Return the (T, n_voxels) float64 series of one mask's voxels."""
-        return np.concatenate(self.blocks[mask.label], axis=0)
+        """Return the (T, n_voxels) series of one mask's voxels, float64 (for the components)."""
+        return np.concatenate(self.blocks[mask.label], axis=0, dtype=np.float64)
 
 
 def conn_components(

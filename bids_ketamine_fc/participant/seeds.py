@@ -222,11 +222,16 @@ def _seed_on_grid(seed: Seed, grid_img, space: str, resolution: int, cache: dict
         voxels, total = sphere_voxels(seed.centre, seed.radius, grid_img.affine, grid_img.shape)
         return voxels, total, {}
     if seed.kind == "atlas":
-        _check_atlas_name(seed, space)
+        if ("atlases", space) not in cache:  # TemplateFlow's listings: once per space
+            cache["atlases", space] = atlas_entities(space)
+        _check_atlas_name(seed, space, cache["atlases", space])
         entities = {"atlas": seed.atlas, "suffix": "dseg"}
         if seed.desc is not None:
             entities["desc"] = seed.desc
-        path = get_template_file(space, resolution, **entities)
+        key = ("file", space, resolution, *sorted(entities.items()))
+        if key not in cache:
+            cache[key] = get_template_file(space, resolution, **entities)
+        path = cache[key]
         extra = {"TemplateFlowFile": path.name}
     else:
         path, extra = seed.path, {}
@@ -245,9 +250,8 @@ def _seed_on_grid(seed: Seed, grid_img, space: str, resolution: int, cache: dict
     return voxels, int(voxels.sum()), extra
 
 
-def _check_atlas_name(seed: Seed, space: str) -> None:
+def _check_atlas_name(seed: Seed, space: str, atlases: dict[str, set]) -> None:
     """Refuse an atlas (or desc) that TemplateFlow does not have for ``space``, naming those it has."""
-    atlases = atlas_entities(space)
     if seed.atlas not in atlases:
         known = ", ".join(sorted(atlases)) or "none"
         raise UserInputError(

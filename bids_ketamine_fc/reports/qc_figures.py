@@ -57,10 +57,10 @@ def denoising_figure(data: dict, fd_threshold: float | None):
         )
         y -= gap
     axes = np.array(axes)
-    scrubbed = volumes[outliers]
-    for ax in axes[:2] if carpets else axes:
-        for volume in scrubbed:
-            ax.axvspan(volume - 0.5, volume + 0.5, color=_SCRUB_COLOUR, alpha=0.25, lw=0)
+    spans = _spans(volumes[outliers])
+    for ax in axes[:2] if carpets else axes:  # one collection per axes: an axvspan each was slow
+        ax.broken_barh(spans, (0, 1), transform=ax.get_xaxis_transform(), color=_SCRUB_COLOUR,
+                       alpha=0.25, lw=0)  # fmt: skip
     axes[0].plot(volumes, fd, color="0.15", lw=0.8)
     if fd_threshold:
         axes[0].axhline(fd_threshold, color=_SCRUB_COLOUR, lw=0.8, ls="--")
@@ -104,6 +104,16 @@ def denoising_figure(data: dict, fd_threshold: float | None):
         if n_dummy:
             ax.axvspan(-0.5, n_dummy - 0.5, color="0.8", lw=0)
     return fig
+
+
+def _spans(volumes: np.ndarray) -> list[tuple[float, float]]:
+    """Return (start, width) of each run of consecutive volumes, a volume 1 wide."""
+    if not volumes.size:
+        return []
+    breaks = np.flatnonzero(np.diff(volumes) > 1)
+    starts = np.r_[volumes[0], volumes[breaks + 1]]
+    stops = np.r_[volumes[breaks], volumes[-1]]
+    return [(float(a) - 0.5, float(b - a) + 1.0) for a, b in zip(starts, stops, strict=True)]
 
 
 def _dvars_axis(ax, data: dict, volumes: np.ndarray) -> None:
