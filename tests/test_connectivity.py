@@ -234,3 +234,16 @@ def test_centred_coefficients_give_weighted_covariances():
     coef = centred_coefficients(corr, op).astype(float)
     centred = (clean - weight @ clean / weight.sum()) * weight[:, None]
     assert np.allclose(coef.T @ coef, centred.T @ centred, rtol=1e-4, atol=1e-4)
+
+
+def test_gzip_reader_decompresses_a_chunk_ahead(tmp_path):
+    """ISA-L's reader runs a chunk of volumes ahead (fails if isal's reader class changes)."""
+    import bids_ketamine_fc.participant.bold as bold
+
+    pytest.importorskip("isal")
+    data = np.arange(4000, dtype=np.float32).reshape(10, 10, 10, 4)
+    nb.save(nb.Nifti1Image(data, np.eye(4)), tmp_path / "bold.nii.gz")
+    with bold._open_image(tmp_path / "bold.nii.gz") as reader:
+        assert reader.raw.queue.maxsize == bold._CHUNK_BYTES // bold._BLOCK_BYTES
+        reader.read(352)  # the header
+        assert np.frombuffer(reader.read(), np.float32).tolist() == data.ravel("F").tolist()

@@ -186,6 +186,6 @@ def plane(img: nb.Nifti1Image, axis: int, coordinate: float) -> tuple[np.ndarray
     """
     index = int(round((coordinate - img.affine[axis, 3]) / img.affine[axis, axis]))
     index = int(np.clip(index, 0, img.shape[axis] - 1))
-    data = np.take(np.asanyarray(img.dataobj), index, axis=axis)
+    data = np.asanyarray(img.dataobj)[(slice(None),) * axis + (index,)]  # a view, not a copy
     kept = tuple(a for a in range(3) if a != axis)
     return data.T, world_extent(img.affine, img.shape, kept)
