@@ -110,8 +110,8 @@ BACKGROUND = "MNI152 template (ICBM 2009a, shipped with nilearn), 2 mm"
 def background() -> nb.Nifti1Image:
     """Return the anatomical background: a float32 RAS T1-weighted image at 2 mm (cached).
 
-    Cropped to the head (half the voxels of the template's box: every figure, and nilearn's
-    checks of the background in each ``plot_stat_map``, handle fewer voxels).
+    Cropped to the head (half the voxels of the template's box: every figure handles fewer
+    voxels).
     """
     img = nb.as_closest_canonical(nb.load(_nilearn_template()))
     step = max(1, int(round(2.0 / float(min(img.header.get_zooms()[:3])))))

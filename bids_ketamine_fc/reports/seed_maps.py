@@ -5,9 +5,9 @@ from the seed, thresholded at a two-sided uncorrected p, the seed outlined, one 
 
 Drawn as the report's other brain figures are (:mod:`~bids_ketamine_fc.reports.qc_figures`): all
 the slices as images in one frameless matplotlib axes, each at its world coordinates. nilearn's
-``plot_stat_map`` drew the same rows, but for nine seeds it took 1.0 s (0.7 s of displays, each
-with five matplotlib axes, and 0.3 s to import ``nilearn.plotting``) against 0.15 s here, on a run
-whose whole participant level takes 8 s.
+``plot_stat_map`` drew the same rows, but nine seeds took 1.5 s that way (0.7 s of displays with
+five matplotlib axes each, 0.3 s to import ``nilearn.plotting``) and take 0.5 s here, loading
+the maps included, in a participant level of about 7 s for a 2 mm run.
 """
 
 from __future__ import annotations
