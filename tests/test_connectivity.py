@@ -1,6 +1,7 @@
 import nibabel as nb
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from bids_ketamine_fc.exceptions import UserInputError
 from bids_ketamine_fc.participant.bold import brain_voxel_index, read_brain_series
@@ -16,7 +17,6 @@ from bids_ketamine_fc.participant.denoising import (
     gaussian_sigma_vox,
     polynomial_trends,
     residual_maker,
-    smooth_in_mask,
 )
 
 TR = 2.0
@@ -35,9 +35,13 @@ def _brute_force(data4d, mask, affine, op_matrix, seed_masks, fwhm):
     clean = np.einsum("ts,xyzs->xyzt", op_matrix, data4d.astype(float))
     clean = np.where(mask[..., None], clean, 0.0)
     seeds = np.stack([clean[m].mean(axis=0) for m in seed_masks])
-    vols = np.moveaxis(clean, 3, 0).astype(np.float32)
-    smoothed = smooth_in_mask(vols, mask, gaussian_sigma_vox(fwhm, affine))
-    voxels = np.moveaxis(smoothed, 0, 3)[mask]  # (n_vox, T), C order of the mask
+    sigma = gaussian_sigma_vox(fwhm, affine)
+    weight = ndimage.gaussian_filter(mask.astype(float), sigma, mode="constant")
+    smoothed = [
+        ndimage.gaussian_filter(clean[..., k], sigma, mode="constant") / np.where(mask, weight, 1)
+        for k in range(t)
+    ]  # normalised convolution inside the mask, volume by volume
+    voxels = np.stack(smoothed, axis=-1)[mask]  # (n_vox, T), C order of the mask
     r = np.array([[np.corrcoef(s, v)[0, 1] for v in voxels] for s in seeds])
     assert voxels.shape[1] == t
     return r

@@ -252,43 +252,13 @@ def gaussian_sigma_vox(fwhm_mm: float, affine: np.ndarray) -> np.ndarray:
     return fwhm_mm / np.sqrt(8.0 * np.log(2.0)) / voxel_size
 
 
-def smooth_in_mask(volumes: np.ndarray, mask: np.ndarray, sigma_vox: np.ndarray) -> np.ndarray:
-    """Smooth volumes inside a mask by normalised convolution.
-
-    ``out = G * (v m) / G * m`` inside the mask, so voxels outside the brain neither leak in nor dilute
-    the edge. The arrays are cropped to the mask's bounding box first (exact: outside voxels are zero).
-
-    Parameters
-    ----------
-    volumes : ndarray, shape (k, *mask.shape), float32
-        Volumes (zero outside the mask), smoothed in place where possible.
-    mask : ndarray of bool, 3D
-    sigma_vox : ndarray, shape (3,)
-        Gaussian sigma in voxels along the three spatial axes of ``mask``.
-
-    Returns
-    -------
-    ndarray, same shape as ``volumes``
-    """
-    if not np.any(sigma_vox > 0):
-        return volumes
-    box = ndimage.find_objects(mask.astype(np.uint8))[0]
-    sub_mask = mask[box].astype(np.float32)
-    weight = ndimage.gaussian_filter(sub_mask, sigma_vox, mode="constant")
-    weight[~mask[box]] = 1.0
-    sub = volumes[(slice(None), *box)]
-    smoothed = ndimage.gaussian_filter(sub, (0, *sigma_vox), mode="constant")
-    smoothed /= weight
-    smoothed *= sub_mask
-    volumes[(slice(None), *box)] = smoothed
-    return volumes
-
-
 def smooth_rows_in_mask(
     values: np.ndarray, mask: np.ndarray, sigma_vox: np.ndarray, n_threads: int = 1, batch: int = 8
 ) -> np.ndarray:
-    """Smooth, in place, rows of in-mask values as volumes (:func:`smooth_in_mask` row by row).
+    """Smooth, in place, rows of in-mask values as volumes, by normalised convolution.
 
+    ``out = G * (v m) / G * m`` inside the mask, so voxels outside the brain neither leak in nor
+    dilute the edge; the volumes are cropped to the mask's bounding box (exact: outside is zero).
     ``n_threads`` threads (scipy's filters release the GIL) each smooth a share of the rows, a
     ``batch`` of volumes at a time in one scratch array they reuse: memory grows by a few volumes
     instead of all ``k`` of them (about 0.6 GB for 250 coefficient volumes at 2 mm), and the
